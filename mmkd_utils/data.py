@@ -236,7 +236,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
                 raise ValueError(f"modality {name!r} reads column {mod.column!r}, which the dataset lacks "
                                  f"(columns: {split.column_names}); drop that modality or map its column.")
         self.split, self.modalities, self.label = split, dict(modalities), label
-        self.labels = torch.tensor(split[label], dtype=torch.long)
+        self.labels = torch.tensor(list(split[label]), dtype=torch.long)
         self._cache: dict[int, dict] | None = {} if cache else None
 
     def __len__(self) -> int:

@@ -106,12 +106,12 @@ def load_image_encoder(name: str = "mobilenet_v2", pretrained: bool = True) -> I
             else:
                 model = _torchvision_pretrained(name)
         backbone = nn.Sequential(model.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        return ImageEncoder(backbone, model.last_channel, name)
+        return ImageEncoder(backbone, model.last_channel, name).eval()
     if name.startswith("resnet"):
         model = _torchvision_pretrained(name) if pretrained else getattr(torchvision.models, name)()
         out_dim = model.fc.in_features
         model.fc = nn.Identity()
-        return ImageEncoder(model, out_dim, name)
+        return ImageEncoder(model, out_dim, name).eval()
     raise ValueError(f"unknown image encoder {name!r}: use 'mobilenet_v2' (offline) or a torchvision "
                      "ResNet such as 'resnet18' (weights downloaded online).")
 
@@ -133,7 +133,9 @@ def split_fingerprint(split, columns: list[str]) -> str:
     """SHA-256 of the given columns' Arrow data: changes whenever the data changes."""
     import pyarrow as pa
 
-    table = split.data.table.select(columns) if hasattr(split.data, "table") else split.data.select(columns)
+    # Through the formatter, so that a ``select`` / ``filter`` / ``shuffle`` (an indices mapping over
+    # the same Arrow table) hashes the rows it really holds, not the whole underlying table.
+    table = split.select_columns(columns).with_format("arrow")[:]
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table.combine_chunks())
@@ -174,7 +176,7 @@ def encode_split(split, encoder: nn.Module, modality: str, *, column: str | None
 
         return load_file(str(path))["features"]
     encoder = encoder.to(device).eval()
-    values = split[column]
+    values = list(split[column])
     chunks = []
     batches = range(0, len(values), batch_size)
     if progress:

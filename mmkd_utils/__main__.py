@@ -1,0 +1,119 @@
+"""Command line: ``python -m mmkd_utils run --config cpu [--field value ...]``.
+
+Every field of ``ExperimentConfig`` is an option; ``python -m mmkd_utils run --help`` lists them with
+their defaults. Results go to ``<out_dir>/<name>/results.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import typing
+from typing import Sequence
+
+from .config import CONFIGS, ExperimentConfig, get_config
+
+HELP = {
+    "name": "name of the results subfolder (default: the config's name)",
+    "label": "label granularity: group (9 classes) or subgroup (98)",
+    "text_encoder": "pretrained text encoder: all-MiniLM-L6-v2 (offline) or a Hugging Face name",
+    "image_encoder": "pretrained image encoder: mobilenet_v2 (offline) or a torchvision name such as resnet18",
+    "teacher_image_size": "image size (px) the image encoder sees",
+    "max_length": "max tokens per name for the text encoder",
+    "fusion": "teacher fusion: concat, gated or attention",
+    "teacher_hidden": "teacher's hidden width",
+    "teacher_dropout": "teacher's dropout",
+    "modality_dropout": "probability of dropping a whole modality while training the fusion teacher",
+    "students": "comma-separated students: image,text,multimodal",
+    "methods": "comma-separated methods: labels,soft,hard,logit,feature",
+    "distill_from": "which teacher the students learn from: fusion, text or image",
+    "student_image_size": "image size (px) the image student sees",
+    "cnn_width": "width of the image student's first conv layer",
+    "text_buckets": "hash buckets of the text student's tokenizer",
+    "text_dim": "embedding size of the text student",
+    "augment": "shift augmentation for image students (true/false)",
+    "T": "distillation temperature",
+    "alpha": "weight of the distillation term: (1-alpha)*CE + alpha*KD",
+    "feature_weight": "weight of the feature (FitNets hint) term",
+    "label_fraction": "share of training rows that keep their label (the teacher labels the rest)",
+    "label_noise": "share of training labels flipped to another class",
+    "data_seed": "seed choosing which rows are labelled / flipped (fixed across seeds)",
+    "subset": "use only this many rows per split (quick tests)",
+    "seeds": "comma-separated seeds, e.g. 0,1,2,3,4",
+    "timing": "measure CPU latency (true/false)",
+    "out_dir": "folder for results",
+    "device": "cuda, mps or cpu (default: the best available)",
+    "teacher_epochs": "teacher training epochs", "teacher_lr": "teacher learning rate",
+    "student_epochs": "student training epochs", "student_lr": "student learning rate",
+}
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _converter(annotation: str):
+    if "tuple[int" in annotation:
+        return lambda s: tuple(int(x) for x in s.split(",") if x)
+    if "tuple[str" in annotation:
+        return lambda s: tuple(x.strip() for x in s.split(",") if x.strip())
+    if annotation.startswith("bool"):
+        return _parse_bool
+    if annotation.startswith("int"):
+        return int
+    if annotation.startswith("float"):
+        return float
+    return str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mmkd_utils", description="mmkd experiments")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an experiment: teachers, students, distillation, evaluation",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run.add_argument("--config", default="cpu", choices=sorted(CONFIGS), help="base configuration")
+    defaults = ExperimentConfig()
+    for f in dataclasses.fields(ExperimentConfig):
+        if f.name in ("teacher_train", "student_train"):
+            continue
+        run.add_argument(f"--{f.name}", type=_converter(str(f.type)), default=None,
+                         help=f"{HELP.get(f.name, f.name)} (cpu default: {getattr(defaults, f.name)})")
+    for prefix in ("teacher", "student"):
+        run.add_argument(f"--{prefix}_epochs", type=int, default=None, help=HELP[f"{prefix}_epochs"])
+        run.add_argument(f"--{prefix}_lr", type=float, default=None, help=HELP[f"{prefix}_lr"])
+    run.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)
+                 if getattr(args, f.name, None) is not None}
+    config = get_config(args.config, **overrides)
+    for prefix in ("teacher", "student"):
+        changes = {k: v for k, v in (("epochs", getattr(args, f"{prefix}_epochs")), ("lr", getattr(args, f"{prefix}_lr")))
+                   if v is not None}
+        if changes:
+            setattr(config, f"{prefix}_train", dataclasses.replace(getattr(config, f"{prefix}_train"), **changes))
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from .experiment import markdown_table, run
+
+        config = config_from_args(args)
+        result = run(config, progress=not args.quiet)
+        print(markdown_table(result["table"]))
+        print(f"\nwrote {config.out_dir}/{config.name}/results.json and results.md "
+              f"({result['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

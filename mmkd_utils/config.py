@@ -1,0 +1,104 @@
+"""Experiment configurations: a CPU default, a GPU/full variant and a tiny test one — the same code path.
+
+Introduced in notebook 04; ``python -m mmkd_utils run --config NAME`` runs one, and
+``python -m mmkd_utils run --help`` lists every option.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+from .train import TrainConfig
+
+STUDENTS = ("image", "text", "multimodal")
+METHODS = ("labels", "soft", "hard", "logit", "feature")
+TEACHERS = ("fusion", "text", "image")
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything one experiment needs. Each field is a CLI option (``--field value``)."""
+
+    name: str = "cpu"
+    label: str = "group"  # "group" (9 classes) or "subgroup" (98)
+    # teacher side: pretrained encoders (frozen, features cached) + a fusion head
+    text_encoder: str = "all-MiniLM-L6-v2"
+    image_encoder: str = "mobilenet_v2"
+    teacher_image_size: int = 96
+    max_length: int = 32
+    fusion: str = "concat"
+    teacher_hidden: int = 256
+    teacher_dropout: float = 0.3
+    modality_dropout: float = 0.2
+    teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=60, lr=1e-3, weight_decay=0.05, batch_size=128, patience=15))
+    # students
+    students: tuple[str, ...] = STUDENTS
+    methods: tuple[str, ...] = ("labels", "soft", "hard", "feature")
+    distill_from: str = "fusion"  # which teacher the students learn from
+    student_image_size: int = 32
+    cnn_width: int = 16
+    text_buckets: int = 2**14
+    text_dim: int = 64
+    student_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr=3e-3, weight_decay=1e-4))
+    augment: bool = True  # shift augmentation for image students
+    T: float = 4.0
+    alpha: float = 0.5
+    feature_weight: float = 1.0
+    # the data regime
+    label_fraction: float = 1.0  # < 1: only this share of train has labels; the teacher labels the rest
+    label_noise: float = 0.0  # share of train labels flipped to another class
+    data_seed: int = 0  # which rows are labelled / flipped: fixed across seeds, so runs are paired
+    subset: int | None = None  # use only this many rows per split (tests)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    timing: bool = True
+    out_dir: str = "results"
+    device: str | None = None
+
+    def __post_init__(self):
+        bad = [s for s in self.students if s not in STUDENTS]
+        if bad:
+            raise ValueError(f"unknown student(s) {bad}; choose from {STUDENTS}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"unknown method(s) {bad}; choose from {METHODS}")
+        if self.distill_from not in TEACHERS:
+            raise ValueError(f"distill_from must be one of {TEACHERS}, got {self.distill_from!r}")
+        if self.label not in ("group", "subgroup"):
+            raise ValueError(f"label must be 'group' or 'subgroup', got {self.label!r}")
+        if not 0 < self.label_fraction <= 1:
+            raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
+        if not 0 <= self.label_noise < 1:
+            raise ValueError(f"label_noise must be in [0, 1), got {self.label_noise}")
+        if not self.seeds:
+            raise ValueError("seeds is empty: give at least one seed")
+        if not (self.T > 0):
+            raise ValueError(f"temperature T must be > 0, got {self.T}")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+
+
+CONFIGS: dict[str, ExperimentConfig] = {
+    # The default: offline, 2 CPU cores. MiniLM + MobileNetV2 features, tiny students.
+    "cpu": ExperimentConfig(),
+    # GPU / Colab: BERT-base + ResNet-18 (downloaded), bigger heads and students, longer training.
+    "gpu": ExperimentConfig(
+        name="gpu", text_encoder="bert-base-uncased", image_encoder="resnet18", teacher_image_size=224,
+        teacher_hidden=512, cnn_width=32, student_image_size=64,
+        teacher_train=TrainConfig(epochs=80, lr=1e-3, weight_decay=0.05, batch_size=256, patience=20, channels_last=True),
+        student_train=TrainConfig(epochs=60, lr=3e-3, weight_decay=1e-4, batch_size=128, channels_last=True)),
+    # A smoke test: a small subset, few epochs, one seed (the CLI's end-to-end test uses it).
+    "tiny": ExperimentConfig(
+        name="tiny", subset=160, seeds=(0,), timing=False,
+        teacher_train=TrainConfig(epochs=4, lr=1e-3, batch_size=64),
+        student_train=TrainConfig(epochs=2, lr=3e-3, batch_size=64)),
+}
+
+
+def get_config(config_name: str, **overrides) -> ExperimentConfig:
+    """A named configuration with some fields replaced (``get_config("cpu", label="subgroup")``)."""
+    if config_name not in CONFIGS:
+        raise KeyError(f"unknown configuration {config_name!r}; choose from {sorted(CONFIGS)}")
+    unknown = set(overrides) - {f.name for f in fields(ExperimentConfig)}
+    if unknown:
+        raise TypeError(f"ExperimentConfig has no field(s) {sorted(unknown)}")
+    return replace(CONFIGS[config_name], **overrides)

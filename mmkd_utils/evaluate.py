@@ -1,0 +1,155 @@
+"""Evaluation: one table for teacher and students alike (introduced in notebook 08).
+
+Accuracy, macro-F1, the classification report and confusion matrix; top-1 agreement and KL with the
+teacher (fidelity, Stanton et al. 2021); expected calibration error; parameter count, size on disk,
+CPU latency and throughput at batch 1 and 64; accuracy when a modality is missing at test time.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models import count_parameters
+from .train import predict
+
+
+def _check_pair(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"{what}: {a.shape[0]} rows vs {b.shape[0]}; evaluate both on the same examples")
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    _check_pair(logits, labels, "accuracy")
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str] | None = None) -> dict:
+    """Accuracy, macro-F1, sklearn's classification report (dict) and the confusion matrix."""
+    from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
+    _check_pair(logits, labels, "classification_metrics")
+    pred, true = logits.argmax(1).numpy(), labels.numpy()
+    n = logits.shape[1]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
+    if len(names) != n:
+        raise ValueError(f"{len(names)} class names for {n} classes")
+    return {
+        "accuracy": float((pred == true).mean()),
+        "macro_f1": float(f1_score(true, pred, average="macro", labels=list(range(n)), zero_division=0)),
+        "report": classification_report(true, pred, labels=list(range(n)), target_names=names,
+                                         output_dict=True, zero_division=0),
+        "confusion": confusion_matrix(true, pred, labels=list(range(n))),
+    }
+
+
+def agreement_with_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> dict:
+    """Top-1 agreement and mean KL(teacher ‖ student) at T=1 (fidelity, not accuracy)."""
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} vs teacher {tuple(teacher_logits.shape)}: "
+                         "teacher and student must predict the same classes for the same examples")
+    kl = F.kl_div(student_logits.log_softmax(1), teacher_logits.log_softmax(1), log_target=True, reduction="batchmean")
+    return {"agreement": (student_logits.argmax(1) == teacher_logits.argmax(1)).float().mean().item(),
+            "kl_to_teacher": kl.item()}
+
+
+def calibration(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict:
+    """Expected calibration error (equal-width confidence bins) and the per-bin data of a reliability diagram."""
+    _check_pair(logits, labels, "calibration")
+    probs = logits.softmax(1)
+    conf, pred = probs.max(1)
+    correct = (pred == labels).float()
+    edges = torch.linspace(0, 1, n_bins + 1)
+    bins = []
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            acc, avg_conf, share = correct[inside].mean().item(), conf[inside].mean().item(), inside.float().mean().item()
+            ece += share * abs(acc - avg_conf)
+            bins.append({"lo": lo.item(), "hi": hi.item(), "accuracy": acc, "confidence": avg_conf, "count": int(inside.sum())})
+    return {"ece": ece, "bins": bins}
+
+
+def size_on_disk(model: nn.Module) -> int:
+    """Bytes of the model's weights serialised as safetensors."""
+    from safetensors.torch import save
+
+    return len(save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
+
+
+def first_rows(data: Mapping[str, torch.Tensor], keys: Sequence[str]):
+    """A batch maker for ``latency``: the first ``bs`` rows of the given tensor columns."""
+    return lambda bs: {k: data[k][:bs] for k in keys}
+
+
+@torch.no_grad()
+def latency(model: nn.Module, make_batch, batch_sizes: Sequence[int] = (1, 64), repeats: int = 20,
+            warmup: int = 3) -> dict:
+    """Median CPU latency (ms per batch) and throughput (examples/s) at each batch size.
+
+    ``make_batch(bs)`` returns the model's input dict for ``bs`` examples (see ``first_rows``).
+    """
+    model = model.eval().cpu()
+    out = {}
+    for bs in batch_sizes:
+        inputs = make_batch(bs)
+        for _ in range(warmup):
+            model(inputs)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(inputs)
+            times.append(time.perf_counter() - t)
+        ms = statistics.median(times) * 1000
+        out[f"latency_ms_b{bs}"] = ms
+        out[f"throughput_b{bs}"] = bs / (ms / 1000)
+    return out
+
+
+def missing_modality_accuracy(model: nn.Module, data: Mapping[str, torch.Tensor]) -> dict:
+    """For a model over several modalities: accuracy with each one removed at test time
+    (its features replaced by zeros), keyed ``acc_without_<input key>``."""
+    inputs = getattr(model, "inputs", ())
+    if len(inputs) < 2:
+        return {}
+    labels = data["label"]
+    return {f"acc_without_{k}": accuracy(predict(model, data, drop={k}), labels) for k in inputs}
+
+
+def evaluate(model: nn.Module, data: Mapping[str, torch.Tensor], teacher_logits: torch.Tensor | None = None,
+             class_names: Sequence[str] | None = None, timing: bool = True) -> dict:
+    """Every metric of the course's evaluation table for one model on one split."""
+    logits = predict(model, data, device="cpu")
+    labels = data["label"]
+    metrics = classification_metrics(logits, labels, class_names)
+    row = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+           "ece": calibration(logits, labels)["ece"], "params": count_parameters(model),
+           "size_mb": size_on_disk(model) / 1e6}
+    if teacher_logits is not None:
+        row.update(agreement_with_teacher(logits, teacher_logits))
+    if timing:
+        row.update(latency(model, first_rows(data, getattr(model, "inputs", list(data)))))
+    row.update(missing_modality_accuracy(model, data))
+    return row
+
+
+def summarize(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = list(values)
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Mean ± std of a − b over paired runs (same seeds), and how many stds the mean is from 0
+    (``z``; None when the std is 0, e.g. for a single seed)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired runs need the same seeds on both sides: {len(a)} vs {len(b)} values")
+    diff = np.asarray(a) - np.asarray(b)
+    mean, std = summarize(diff)
+    return {"mean": mean, "std": std, "n": len(diff), "z": mean / std if std > 0 else None}

@@ -1,0 +1,261 @@
+"""A whole experiment: teachers → label-only students → distilled students → evaluation → results.
+
+Introduced in notebook 05; run from the shell with ``python -m mmkd_utils run --config cpu``. Results
+go to ``<out_dir>/<name>/``: ``results.json`` (every run, every seed, the config and library versions),
+``results.md`` (the table: mean ± std over seeds, and the paired difference to labels only) and a figure.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as data_mod
+from . import evaluate as ev
+from .config import ExperimentConfig
+from .env import library_versions, pick_device, seed_everything
+from .models import FusionClassifier, HashingTokenizer, ImageCNN, MultimodalStudent, TextBag
+from .train import Objective, cache_teacher_outputs, fit, shift_augment
+
+TEACHER_INPUTS = {"fusion": ("image_feat", "text_feat"), "text": ("text_feat",), "image": ("image_feat",)}
+
+
+# ------------------------------------------------------------------------------------------ data
+def prepare_data(config: ExperimentConfig, dataset=None, progress: bool = False) -> dict:
+    """Tensor columns for every split: what the teachers read (frozen-encoder features, cached on disk)
+    and what the students read (32 px pixels, hashed token ids), plus ``label`` and ``index``.
+
+    Returns ``{"train": {...}, "validation": {...}, "test": {...}, "class_names": [...], "clean_train_label": ...}``.
+    """
+    from .encoders import encode_split, load_image_encoder, load_text_encoder
+
+    ds = dataset if dataset is not None else data_mod.load_openmoji()
+    if config.subset is not None:
+        ds = type(ds)({s: split.shuffle(seed=config.data_seed).select(range(min(config.subset, len(split))))
+                       for s, split in ds.items()})
+    device = pick_device(config.device)
+    text_encoder = load_text_encoder(config.text_encoder)
+    image_encoder = load_image_encoder(config.image_encoder)
+    tokenizer = HashingTokenizer(config.text_buckets)
+    out = {"class_names": data_mod.class_names(ds["train"], config.label)}
+    for split_name, split in ds.items():
+        out[split_name] = {
+            "image_feat": encode_split(split, image_encoder, "image", image_size=config.teacher_image_size,
+                                       device=device, progress=progress),
+            "text_feat": encode_split(split, text_encoder, "text", max_length=config.max_length,
+                                      device=device, progress=progress),
+            "image": data_mod.images_tensor(split, config.student_image_size),  # (N, 3, s, s)
+            "text_ids": tokenizer(list(split["text"])),  # (N, L)
+            "label": torch.tensor(list(split[config.label]), dtype=torch.long),
+            "index": torch.arange(len(split)),
+        }
+    # Raw inputs for timing the teacher end to end (encoders + head), as it would run when deployed.
+    test = ds["test"].select(range(min(64, len(ds["test"]))))
+    tokens = text_encoder.tokenizer(list(test["text"]), padding=True, truncation=True, max_length=config.max_length,
+                                    return_tensors="pt")
+    out["encoders"] = {"image_feat": image_encoder, "text_feat": text_encoder}
+    out["raw_test"] = {"image_feat": data_mod.images_tensor(test, config.teacher_image_size),
+                       "text_feat": {k: tokens[k] for k in ("input_ids", "attention_mask")}}
+    out["clean_train_label"] = out["train"]["label"].clone()
+    out["train"]["label"] = corrupt_labels(out["train"]["label"], len(out["class_names"]),
+                                           config.label_fraction, config.label_noise, config.data_seed)
+    return out
+
+
+def corrupt_labels(labels: torch.Tensor, num_classes: int, label_fraction: float = 1.0, noise: float = 0.0,
+                   seed: int = 0) -> torch.Tensor:
+    """Simulate the data regimes: flip a ``noise`` share of labels to another class (uniformly), then
+    hide all but a ``label_fraction`` share (set to -1). Seeded, so every run sees the same rows."""
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    labels = labels.clone()
+    n = labels.shape[0]
+    if noise > 0:
+        flip = torch.randperm(n, generator=gen)[: round(noise * n)]
+        offset = torch.randint(1, num_classes, (flip.shape[0],), generator=gen)
+        labels[flip] = (labels[flip] + offset) % num_classes
+    if label_fraction < 1:
+        hidden = torch.randperm(n, generator=gen)[round(label_fraction * n):]
+        labels[hidden] = -1
+    return labels
+
+
+def labelled_only(split: dict) -> dict:
+    keep = split["label"] >= 0
+    return {k: v[keep] for k, v in split.items()}
+
+
+# -------------------------------------------------------------------------------------- models
+def build_teacher(kind: str, config: ExperimentConfig, data: dict) -> FusionClassifier:
+    keys = TEACHER_INPUTS[kind]
+    return FusionClassifier({k: data["train"][k].shape[1] for k in keys}, len(data["class_names"]),
+                            hidden=config.teacher_hidden, fusion=config.fusion, dropout=config.teacher_dropout,
+                            modality_dropout=config.modality_dropout if len(keys) > 1 else 0.0)
+
+
+def build_student(kind: str, config: ExperimentConfig, num_classes: int) -> torch.nn.Module:
+    if kind == "image":
+        return ImageCNN(num_classes, config.cnn_width)
+    if kind == "text":
+        return TextBag(num_classes, config.text_buckets, config.text_dim)
+    return MultimodalStudent(num_classes, config.cnn_width, config.text_buckets, config.text_dim)
+
+
+def objective_for(method: str, config: ExperimentConfig, student_dim: int, teacher_dim: int) -> Objective:
+    from .losses import FitNetHint
+
+    if method == "labels":
+        return Objective("ce")
+    if method == "feature":
+        return Objective("ce", feature_weight=config.feature_weight, feature_loss=FitNetHint(student_dim, teacher_dim))
+    return Objective(method, T=config.T, alpha=config.alpha)
+
+
+# ----------------------------------------------------------------------------------------- run
+def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = False) -> list[dict]:
+    """Every row of the experiment for one seed: teachers, then each student × method."""
+    rows = []
+    teachers = {}
+    test = data["test"]
+    for kind in TEACHER_INPUTS:
+        seed_everything(seed)
+        teacher = build_teacher(kind, config, data)
+        hist = fit(teacher, labelled_only(data["train"]), data["validation"], config=_with_seed(config.teacher_train, seed, config))
+        teachers[kind] = teacher
+        row = ev.evaluate(teacher, test, class_names=data["class_names"], timing=False)
+        row.update(_teacher_pipeline_cost(teacher, data, config.timing))
+        rows.append({"model": f"teacher ({kind})", "role": "teacher", "method": "labels", "seed": seed,
+                     "best_epoch": hist.best_epoch, "train_seconds": hist.seconds, **row})
+    teacher = teachers[config.distill_from]
+    cached = {s: cache_teacher_outputs(teacher, data[s], features=True) for s in ("train", "test")}
+    train = {**data["train"], **cached["train"]}
+    teacher_dim = cached["train"]["teacher_feat"].shape[1]
+    for student_kind in config.students:
+        for method in config.methods:
+            seed_everything(seed)
+            student = build_student(student_kind, config, len(data["class_names"]))
+            objective = objective_for(method, config, student.out_dim, teacher_dim)
+            student_train = train if objective.uses_teacher else labelled_only(train)
+            augment = shift_augment() if config.augment and student_kind in ("image", "multimodal") else None
+            hist = fit(student, student_train, data["validation"], objective,
+                       _with_seed(config.student_train, seed, config), augment=augment)
+            rows.append({"model": f"{student_kind} student", "role": "student", "method": method, "seed": seed,
+                         "best_epoch": hist.best_epoch, "train_seconds": hist.seconds,
+                         **ev.evaluate(student, test, cached["test"]["teacher_logits"], data["class_names"],
+                                       timing=config.timing)})
+            if progress:
+                r = rows[-1]
+                print(f"  seed {seed} {r['model']:<20} {method:<8} acc {r['accuracy']:.3f} ({hist.seconds:.0f} s)", flush=True)
+    return rows
+
+
+def end_to_end_teacher(head: FusionClassifier, encoders: dict) -> FusionClassifier:
+    """The teacher as deployed: its pretrained encoders in front of the trained fusion head."""
+    import copy
+
+    full = copy.deepcopy(head)
+    full.encoders = torch.nn.ModuleDict({k: encoders[k] for k in head.inputs})
+    return full.eval()
+
+
+def _teacher_pipeline_cost(head: FusionClassifier, data: dict, timing: bool) -> dict:
+    """Parameters, size and latency of the teacher *with* its encoders (the head alone would flatter it)."""
+    full = end_to_end_teacher(head, data["encoders"])
+    cost = {"params": ev.count_parameters(full), "size_mb": ev.size_on_disk(full) / 1e6}
+    if timing:
+        raw = data["raw_test"]
+
+        def make_batch(bs):
+            return {k: ({n: t[:bs] for n, t in raw[k].items()} if isinstance(raw[k], dict) else raw[k][:bs])
+                    for k in head.inputs}
+
+        cost.update(ev.latency(full, make_batch, repeats=10))
+    return cost
+
+
+def _with_seed(train_config, seed: int, config: ExperimentConfig):
+    from dataclasses import replace
+
+    return replace(train_config, seed=seed, device=config.device)
+
+
+def run(config: ExperimentConfig, progress: bool = True, dataset=None) -> dict:
+    """Run the experiment over all seeds and write ``results.json``, ``results.md`` and a figure."""
+    start = time.perf_counter()
+    data = prepare_data(config, dataset, progress=progress)
+    rows = []
+    for seed in config.seeds:
+        rows += run_seed(config, data, seed, progress=progress)
+    result = {"config": _jsonable(asdict(config)), "versions": library_versions(),
+              "device": str(pick_device(config.device)), "torch_threads": torch.get_num_threads(),
+              "seconds": time.perf_counter() - start, "rows": rows, "table": summary_table(rows)}
+    out = Path(config.out_dir) / config.name
+    write_results(result, out)
+    return result
+
+
+def summary_table(rows: list[dict]) -> list[dict]:
+    """Mean ± std over seeds per (model, method), and the paired difference to that model's label-only runs."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["method"]), []).append(r)
+    table = []
+    for (model, method), runs in groups.items():
+        runs = sorted(runs, key=lambda r: r["seed"])
+        entry = {"model": model, "method": method, "n_seeds": len(runs)}
+        for metric in ("accuracy", "macro_f1", "ece", "agreement"):
+            if metric in runs[0]:
+                entry[f"{metric}_mean"], entry[f"{metric}_std"] = ev.summarize([r[metric] for r in runs])
+        entry["params"] = runs[0]["params"]
+        if "latency_ms_b1" in runs[0]:
+            entry["latency_ms_b1"] = float(np.median([r["latency_ms_b1"] for r in runs]))
+        base = groups.get((model, "labels"))
+        if method != "labels" and base is not None:
+            base = sorted(base, key=lambda r: r["seed"])
+            if [r["seed"] for r in base] == [r["seed"] for r in runs]:
+                entry["vs_labels"] = ev.paired_difference([r["accuracy"] for r in runs], [r["accuracy"] for r in base])
+        table.append(entry)
+    return table
+
+
+def markdown_table(table: list[dict]) -> str:
+    """The results table in markdown (accuracy and macro-F1 as mean ± std over seeds, in %)."""
+    lines = ["| model | method | test accuracy (%) | macro-F1 (%) | Δ acc vs labels only (paired) | agreement w/ teacher (%) | params |",
+             "|---|---|---|---|---|---|---:|"]
+    for e in table:
+        acc = f"{100 * e['accuracy_mean']:.1f} ± {100 * e['accuracy_std']:.1f}"
+        f1 = f"{100 * e['macro_f1_mean']:.1f} ± {100 * e['macro_f1_std']:.1f}"
+        if "vs_labels" in e:
+            d = e["vs_labels"]
+            delta = f"{100 * d['mean']:+.1f} ± {100 * d['std']:.1f}" + (" **" if abs(d["mean"]) > 2 * d["std"] and d["n"] > 1 else "")
+        else:
+            delta = "—"
+        agree = f"{100 * e['agreement_mean']:.1f}" if "agreement_mean" in e else "—"
+        lines.append(f"| {e['model']} | {e['method']} | {acc} | {f1} | {delta} | {agree} | {e['params']:,} |")
+    return "\n".join(lines)
+
+
+def write_results(result: dict, out: Path) -> None:
+    from .checkpoint import atomic_write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(result, out / "results.json")
+    cfg = result["config"]
+    header = (f"# Results: `{cfg['name']}`\n\nLabel: {cfg['label']}; label fraction {cfg['label_fraction']}; "
+              f"label noise {cfg['label_noise']}; students distil from the {cfg['distill_from']} teacher "
+              f"(T={cfg['T']}, α={cfg['alpha']}); seeds {cfg['seeds']}; {result['seconds'] / 60:.1f} min on "
+              f"{result['device']} ({result['torch_threads']} threads).\n"
+              "Mean ± std over seeds on the test split; Δ is the paired difference to the same student "
+              "trained on labels only (same seeds); ** marks |Δ| > 2 std.\n\n")
+    (out / "results.md").write_text(header + markdown_table(result["table"]) + "\n", encoding="utf8")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
