@@ -1,0 +1,66 @@
+"""Evaluation metrics, checked against values worked out by hand."""
+import math
+
+import pytest
+import torch
+
+from mmkd_utils import evaluate as ev
+from mmkd_utils.models import FusionClassifier, ImageCNN
+
+
+def test_accuracy_and_macro_f1_by_hand():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 1, 1, 0])  # predictions 0, 1, 0, 0
+    m = ev.classification_metrics(logits, labels, ["a", "b"])
+    assert m["accuracy"] == 0.75
+    # class a: precision 2/3, recall 1 → F1 0.8; class b: precision 1, recall 1/2 → F1 2/3
+    assert math.isclose(m["macro_f1"], (0.8 + 2 / 3) / 2, rel_tol=1e-9)
+    assert m["confusion"].tolist() == [[2, 0], [1, 1]]
+    with pytest.raises(ValueError, match="class names"):
+        ev.classification_metrics(logits, labels, ["a"])
+
+
+def test_agreement_and_kl_with_teacher():
+    student = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    teacher = torch.tensor([[2.0, 0.0], [1.0, 0.0]])
+    out = ev.agreement_with_teacher(student, teacher)
+    assert out["agreement"] == 0.5
+    p, q = teacher.softmax(1), student.softmax(1)
+    assert math.isclose(out["kl_to_teacher"], (p * (p / q).log()).sum(1).mean().item(), rel_tol=1e-5)
+    assert ev.agreement_with_teacher(teacher, teacher)["kl_to_teacher"] == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="same classes"):
+        ev.agreement_with_teacher(student, torch.zeros(2, 3))
+
+
+def test_expected_calibration_error_by_hand():
+    # two examples at confidence 0.9 (one right, one wrong) and two at ~0.6 (both right)
+    p_hi, p_lo = math.log(9.0), math.log(1.5)
+    logits = torch.tensor([[p_hi, 0.0], [p_hi, 0.0], [p_lo, 0.0], [p_lo, 0.0]])
+    labels = torch.tensor([0, 1, 0, 0])
+    out = ev.calibration(logits, labels, n_bins=10)
+    expected = 0.5 * abs(0.5 - 0.9) + 0.5 * abs(1.0 - 0.6)
+    assert out["ece"] == pytest.approx(expected, abs=1e-6)
+    assert sum(b["count"] for b in out["bins"]) == 4
+
+
+def test_latency_size_and_missing_modality():
+    model = ImageCNN(3, width=4)
+    data = {"image": torch.randn(64, 3, 16, 16), "label": torch.zeros(64, dtype=torch.long)}
+    lat = ev.latency(model, ev.first_rows(data, ["image"]), repeats=3)
+    assert lat["latency_ms_b1"] > 0 and lat["latency_ms_b64"] > 0
+    assert lat["throughput_b64"] == pytest.approx(64 / (lat["latency_ms_b64"] / 1000))
+    params = ev.count_parameters(model)
+    assert params * 4 <= ev.size_on_disk(model) <= params * 4 + 20_000  # float32 weights + a small header
+    fusion = FusionClassifier({"a": 4, "b": 4}, 3, hidden=8).eval()
+    both = {"a": torch.randn(10, 4), "b": torch.randn(10, 4), "label": torch.zeros(10, dtype=torch.long)}
+    assert set(ev.missing_modality_accuracy(fusion, both)) == {"acc_without_a", "acc_without_b"}
+    assert ev.missing_modality_accuracy(model, data) == {}
+
+
+def test_paired_difference_and_summary():
+    out = ev.paired_difference([0.8, 0.9, 0.7], [0.7, 0.8, 0.7])
+    assert out["mean"] == pytest.approx(0.2 / 3)
+    assert out["std"] == pytest.approx(torch.tensor([0.1, 0.1, 0.0]).std().item(), rel=1e-5)
+    assert ev.summarize([1.0]) == (1.0, 0.0)
+    with pytest.raises(ValueError, match="same seeds"):
+        ev.paired_difference([1.0], [1.0, 2.0])

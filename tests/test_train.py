@@ -1,0 +1,175 @@
+"""The training loop: determinism, resume, caching, objectives, guards."""
+import pytest
+import torch
+
+from mmkd_utils.models import FusionClassifier, ImageCNN
+from mmkd_utils.train import (NonFiniteLossError, Objective, TrainConfig, batches, cache_teacher_outputs,
+                              cached_view_augment, fit, predict, shift_augment)
+
+
+def blobs(n=240, dim=8, classes=3, seed=0):
+    """Three Gaussian blobs: a task any working loop learns to > 90 % accuracy."""
+    centers = torch.randn(classes, dim, generator=torch.Generator().manual_seed(123)) * 3  # shared by all splits
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    x = centers[labels] + torch.randn(n, dim, generator=g)
+    return {"x": x, "label": labels, "index": torch.arange(n)}
+
+
+def model(dim=8, classes=3):
+    return FusionClassifier({"x": dim}, classes, hidden=16, dropout=0.1)
+
+
+FAST = TrainConfig(epochs=5, lr=1e-2, batch_size=32)
+
+
+def weights(m):
+    return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def test_learns_a_separable_task():
+    train, val = blobs(seed=0), blobs(seed=1)
+    torch.manual_seed(0)
+    m = model()
+    hist = fit(m, train, val, config=FAST)
+    assert hist.epochs[-1]["val_acc"] > 0.9
+    assert len(hist.epochs) == FAST.epochs and hist.best_epoch >= 0
+
+
+def test_same_seed_gives_bit_identical_weights_and_history():
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        m = model()
+        hist = fit(m, blobs(), blobs(seed=1), config=FAST)
+        runs.append((weights(m), hist.epochs))
+    (w1, h1), (w2, h2) = runs
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert [e["val_acc"] for e in h1] == [e["val_acc"] for e in h2]
+    assert [e["train_total"] for e in h1] == [e["train_total"] for e in h2]
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path):
+    torch.manual_seed(0)
+    reference = model()
+    ref_hist = fit(reference, blobs(), blobs(seed=1), config=FAST)
+
+    torch.manual_seed(0)
+    m = model()
+    steps_per_epoch = 240 // 32 + 1
+    with pytest.raises(KeyboardInterrupt):  # dies in the middle of epoch 3
+        fit(m, blobs(), blobs(seed=1), config=FAST, checkpoint_dir=tmp_path, stop_after_steps=3 * steps_per_epoch + 2)
+    assert (tmp_path / "state.safetensors").exists() and not list(tmp_path.glob("*.tmp"))
+    resumed = model()  # a fresh process would build a fresh model
+    hist = fit(resumed, blobs(), blobs(seed=1), config=FAST, checkpoint_dir=tmp_path, resume=True)
+    assert all(torch.equal(v, weights(reference)[k]) for k, v in weights(resumed).items())
+    assert [e["val_acc"] for e in hist.epochs] == [e["val_acc"] for e in ref_hist.epochs]
+
+
+def test_resume_refuses_another_architecture(tmp_path):
+    fit(model(), blobs(), blobs(seed=1), config=TrainConfig(epochs=1), checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="another model or configuration"):
+        fit(model(dim=8, classes=3).__class__({"x": 8}, 3, hidden=32), blobs(), config=TrainConfig(epochs=1),
+            checkpoint_dir=tmp_path, resume=True)
+
+
+def test_cached_teacher_logits_train_exactly_like_an_online_teacher():
+    train = blobs()
+    torch.manual_seed(1)
+    teacher = model()
+    fit(teacher, train, config=FAST)
+    cached = {**train, **cache_teacher_outputs(teacher, train)}
+    objective = Objective("soft", T=2.0, alpha=0.7)
+    runs = []
+    for data, online in ((cached, None), (train, teacher)):
+        torch.manual_seed(0)
+        student = model()
+        fit(student, data, objective=objective, config=FAST, teacher=online)
+        runs.append(weights(student))
+    assert all(torch.allclose(runs[0][k], runs[1][k], atol=1e-6) for k in runs[0])
+
+
+def test_unlabelled_rows_learn_only_from_the_teacher():
+    train = blobs()
+    torch.manual_seed(1)
+    teacher = model()
+    fit(teacher, train, config=FAST)
+    data = {**train, **cache_teacher_outputs(teacher, train)}
+    data["label"] = torch.full_like(train["label"], -1)  # no labels at all
+    student = model()
+    fit(student, data, objective=Objective("soft", T=1.0, alpha=0.5), config=FAST)
+    agree = (predict(student, train).argmax(1) == predict(teacher, train).argmax(1)).float().mean()
+    assert agree > 0.9
+    with pytest.raises(ValueError, match="no labelled rows"):
+        fit(model(), data, config=TrainConfig(epochs=1))
+
+
+def test_nan_loss_stops_with_the_step_and_term():
+    data = blobs()
+    data["x"][5, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0, step \d+ \(ce=nan"):
+        fit(model(), data, config=TrainConfig(epochs=1, batch_size=16))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"kind": "soft", "T": 0.0}, "temperature"), ({"kind": "soft", "T": -1.0}, "temperature"),
+    ({"kind": "soft", "alpha": 1.5}, r"alpha must be in \[0, 1\]"), ({"kind": "kl"}, "Objective.kind"),
+    ({"kind": "ce", "feature_weight": 1.0}, "feature_loss"),
+])
+def test_objective_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Objective(**kwargs)
+
+
+def test_distillation_without_teacher_outputs_says_how_to_fix():
+    with pytest.raises(KeyError, match="teacher_logits"):
+        fit(model(), blobs(), objective=Objective("soft"), config=TrainConfig(epochs=1))
+
+
+def test_convex_objective_weights_terms_as_documented():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    teacher = torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 0.0]])
+    batch = {"label": torch.tensor([0, 1]), "teacher_logits": teacher}
+    terms = Objective("soft", T=2.0, alpha=0.25).terms(logits, batch)
+    ce = torch.nn.functional.cross_entropy(logits, batch["label"])
+    p = (teacher / 2).softmax(1)
+    kl = (p * (p.log() - (logits / 2).log_softmax(1))).sum(1).mean() * 4
+    assert torch.allclose(terms["total"], 0.75 * ce + 0.25 * kl)
+    additive = Objective("soft", T=2.0, alpha=0.25, form="additive").terms(logits, batch)
+    assert torch.allclose(additive["total"], ce + 0.25 * kl)
+
+
+def test_batches_cover_every_row_once():
+    data = blobs(n=70)
+    seen = torch.cat([b["index"] for b in batches(data, 16, shuffle=True, generator=torch.Generator().manual_seed(0))])
+    assert sorted(seen.tolist()) == list(range(70))
+    with pytest.raises(ValueError, match="same number of rows"):
+        list(batches({"x": torch.zeros(3, 1), "label": torch.zeros(4)}, 2))
+
+
+def test_shift_augment_moves_pixels_and_keeps_shape():
+    x = torch.zeros(2, 3, 8, 8)
+    x[:, :, 4, 4] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    out = shift_augment(max_shift=2)({"image": x, "label": torch.zeros(2)}, gen)["image"]
+    assert out.shape == x.shape
+    assert torch.allclose(out.sum((1, 2, 3)), x.sum((1, 2, 3)))  # the dot moved, not lost (it is far from the border)
+    same = shift_augment(max_shift=0)({"image": x, "label": torch.zeros(2)}, gen)["image"]
+    assert torch.equal(same, x)
+
+
+def test_cached_view_augment_pairs_view_and_teacher_logits():
+    n, views = 5, 3
+    images = torch.arange(n * views).float().view(n, views, 1).expand(n, views, 4)
+    logits = torch.arange(n * views).float().view(n, views, 1).expand(n, views, 2)
+    out = cached_view_augment()({"image": images, "teacher_logits": logits, "label": torch.zeros(n)},
+                                torch.Generator().manual_seed(0))
+    assert out["image"].shape == (n, 4) and out["teacher_logits"].shape == (n, 2)
+    assert torch.equal(out["image"][:, 0], out["teacher_logits"][:, 0])
+
+
+def test_image_student_runs_through_the_loop_with_augmentation():
+    g = torch.Generator().manual_seed(0)
+    data = {"image": torch.randn(40, 3, 16, 16, generator=g), "label": torch.arange(40) % 2, "index": torch.arange(40)}
+    hist = fit(ImageCNN(2, width=4), data, data, config=TrainConfig(epochs=2, batch_size=8), augment=shift_augment(2))
+    assert len(hist.epochs) == 2 and 0.0 <= hist.epochs[-1]["val_acc"] <= 1.0
