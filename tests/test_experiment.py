@@ -1,0 +1,89 @@
+"""The experiment pipeline and its command line, end to end on a tiny subset."""
+import json
+import subprocess
+import sys
+import time
+from dataclasses import fields
+
+import pytest
+import torch
+
+from mmkd_utils.config import ExperimentConfig, get_config
+from mmkd_utils.experiment import corrupt_labels, markdown_table, summary_table
+
+
+def test_cli_runs_a_whole_experiment_end_to_end(tmp_path):
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mmkd_utils", "run", "--config", "tiny", "--out_dir", str(tmp_path),
+                           "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert time.perf_counter() - start < 120  # under a minute alone on 2 cores; headroom for a loaded machine
+    result = json.loads((tmp_path / "tiny" / "results.json").read_text())
+    cfg = get_config("tiny")
+    models = {(r["model"], r["method"]) for r in result["rows"]}
+    expected = {(f"teacher ({k})", "labels") for k in ("fusion", "text", "image")}
+    expected |= {(f"{s} student", m) for s in cfg.students for m in cfg.methods}
+    assert models == expected
+    for r in result["rows"]:
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["params"] > 0
+    assert result["versions"]["torch"] == torch.__version__.split("+")[0] or result["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert result["config"]["seeds"] == [0]
+    md = (tmp_path / "tiny" / "results.md").read_text()
+    assert "| image student | soft |" in md and "teacher (fusion)" in md
+    # the teacher is measured with its encoders: millions of parameters, not just the head
+    teacher = next(r for r in result["rows"] if r["model"] == "teacher (fusion)")
+    assert teacher["params"] > 20_000_000
+
+
+def test_cli_help_lists_every_option():
+    proc = subprocess.run([sys.executable, "-m", "mmkd_utils", "run", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for f in fields(ExperimentConfig):
+        if f.name not in ("teacher_train", "student_train"):
+            assert f"--{f.name}" in proc.stdout, f.name
+
+
+def test_cli_rejects_bad_values_with_a_clear_message():
+    proc = subprocess.run([sys.executable, "-m", "mmkd_utils", "run", "--config", "tiny", "--students", "audio"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "unknown student" in proc.stderr
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"label": "emoji"}, "label must be"), ({"label_fraction": 0.0}, "label_fraction"),
+    ({"alpha": 2.0}, "alpha"), ({"T": 0.0}, "temperature"), ({"seeds": ()}, "seeds"),
+    ({"methods": ("soft", "magic")}, "unknown method"), ({"distill_from": "oracle"}, "distill_from"),
+])
+def test_config_validation(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        get_config("cpu", **overrides)
+    with pytest.raises(TypeError, match="no field"):
+        get_config("cpu", temperature=2.0)
+    with pytest.raises(KeyError, match="unknown configuration"):
+        get_config("tpu")
+
+
+def test_gpu_config_is_the_same_code_path_with_other_values():
+    cpu, gpu = get_config("cpu"), get_config("gpu")
+    assert type(cpu) is type(gpu)
+    assert (gpu.text_encoder, gpu.image_encoder) == ("bert-base-uncased", "resnet18")
+
+
+def test_corrupt_labels_flips_and_hides_the_stated_shares():
+    labels = torch.arange(1000) % 9
+    noisy = corrupt_labels(labels, 9, noise=0.2, seed=0)
+    assert (noisy != labels).sum() == 200 and noisy.min() >= 0 and noisy.max() < 9
+    limited = corrupt_labels(labels, 9, label_fraction=0.1, seed=0)
+    assert (limited >= 0).sum() == 100 and torch.equal(limited[limited >= 0], labels[limited >= 0])
+    assert torch.equal(corrupt_labels(labels, 9, 0.1, 0.2, seed=3), corrupt_labels(labels, 9, 0.1, 0.2, seed=3))
+
+
+def test_summary_table_pairs_runs_by_seed():
+    rows = [{"model": "s", "method": m, "seed": seed, "accuracy": acc, "macro_f1": acc, "ece": 0.1, "params": 10}
+            for m, accs in (("labels", (0.70, 0.72, 0.71)), ("soft", (0.73, 0.74, 0.74))) for seed, acc in enumerate(accs)]
+    table = {e["method"]: e for e in summary_table(rows)}
+    assert table["labels"]["accuracy_mean"] == pytest.approx(0.71)
+    assert table["soft"]["vs_labels"]["mean"] == pytest.approx((0.03 + 0.02 + 0.03) / 3)
+    assert "vs_labels" not in table["labels"]
+    md = markdown_table(summary_table(rows))
+    assert "| s | soft | 73.7 ± 0.6 |" in md and "+2.7 ± 0.6 **" in md
