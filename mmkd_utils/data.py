@@ -288,9 +288,8 @@ def build(out: str | Path | None = None) -> dict:
 
     folder = Path(out) if out is not None else data_dir() / "openmoji"
     manifest = openmoji.write_dataset(openmoji.build_rows(), folder)
-    readme = folder.parent / "README.md"
-    if readme.exists():
-        openmoji.update_datasheet(readme, manifest)
+    if out is None:  # the shipped dataset: refresh the datasheet's counts too
+        openmoji.update_datasheet(data_dir() / "README.md", manifest)
     return manifest
 
 

@@ -143,6 +143,17 @@ def split_fingerprint(split, columns: list[str]) -> str:
 
 
 def _weights_fingerprint(module: nn.Module) -> str:
+    """SHA-256 of every weight, memoised on the module itself and keyed on the tensors' storage and
+    version counters: an in-place update (fine-tuning, ``load_state_dict``) forces a recompute."""
+    key = tuple((k, v.data_ptr(), v._version) for k, v in module.state_dict().items())
+    memo = module.__dict__.get("_mmkd_fingerprint")
+    if memo is None or memo[0] != key:
+        memo = (key, _hash_weights(module))
+        module.__dict__["_mmkd_fingerprint"] = memo
+    return memo[1]
+
+
+def _hash_weights(module: nn.Module) -> str:
     h = hashlib.sha256()
     for k, v in module.state_dict().items():
         h.update(k.encode())

@@ -1,0 +1,75 @@
+"""mmkd_utils.env: seeding repeats, bad seeds and unavailable devices are refused clearly."""
+from __future__ import annotations
+
+import importlib.metadata
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import mmkd_utils
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    """setup() sets torch's thread count for the whole process: put it back for the other tests."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def draws() -> tuple:
+    return torch.rand(5), np.random.rand(3), random.random()
+
+
+def test_setup_twice_gives_identical_draws(capsys):
+    mmkd_utils.setup(seed=0)
+    first = draws()
+    mmkd_utils.setup(seed=0, verbose=False)
+    second = draws()
+    assert torch.equal(first[0], second[0])
+    assert np.array_equal(first[1], second[1]) and first[2] == second[2]
+    assert "seed: 0" in capsys.readouterr().out
+
+
+def test_different_seeds_give_different_draws():
+    mmkd_utils.seed_everything(0)
+    a = torch.rand(5)
+    mmkd_utils.seed_everything(1)
+    assert not torch.equal(a, torch.rand(5))
+
+
+def test_setup_returns_the_device_and_prints_versions(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    device = mmkd_utils.setup(seed=3, device="cpu", threads=1)
+    out = capsys.readouterr().out
+    assert device == torch.device("cpu")
+    assert "device: cpu | seed: 3 | CPU threads: 1" in out
+    assert f"torch {importlib.metadata.version('torch')}" in out
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
+def test_bad_seeds_are_refused(seed):
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        mmkd_utils.seed_everything(seed)
+
+
+def test_cuda_asked_for_but_absent_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        mmkd_utils.pick_device("cuda")
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        mmkd_utils.setup(device="cuda:0", verbose=False)
+
+
+def test_automatic_choice_without_accelerators_is_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert mmkd_utils.pick_device() == torch.device("cpu")
+
+
+def test_library_versions_name_the_libraries():
+    versions = mmkd_utils.library_versions()
+    assert torch.__version__.startswith(versions["torch"])
+    assert set(versions) >= {"python", "mmkd_utils", "torch", "torchvision", "transformers", "datasets"}
