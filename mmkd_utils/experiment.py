@@ -251,6 +251,15 @@ def write_results(result: dict, out: Path) -> None:
               "Mean ± std over seeds on the test split; Δ is the paired difference to the same student "
               "trained on labels only (same seeds); ** marks |Δ| > 2 std.\n\n")
     (out / "results.md").write_text(header + markdown_table(result["table"]) + "\n", encoding="utf8")
+    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
+
+    from .plots import results_bars
+
+    fig = Figure(figsize=(7, 0.35 * len(result["table"]) + 1.2))
+    results_bars(result["table"], ax=fig.add_subplot(),
+                 title=f"{cfg['name']}: test accuracy, mean ± std over {len(cfg['seeds'])} seed(s)")
+    fig.tight_layout()
+    fig.savefig(out / "results.png", dpi=110)
 
 
 def _jsonable(obj):

@@ -101,6 +101,10 @@ class FusionClassifier(nn.Module):
         x = batch[k]
         if k in self.encoders:
             x = self.encoders[k](**x) if isinstance(x, Mapping) else self.encoders[k](x)
+        expected = self.project[k][0].normalized_shape[0]
+        if x.dim() != 2 or x.shape[1] != expected:
+            raise ValueError(f"input {k!r} should be features of shape (B, {expected}), got {tuple(x.shape)}; "
+                             "was the model built for another encoder or configuration?")
         return x
 
     def forward(self, batch: Mapping, drop: set[str] | frozenset[str] = frozenset()) -> torch.Tensor:
@@ -128,7 +132,11 @@ class ImageCNN(nn.Module):
 
     def embed(self, batch: Mapping) -> torch.Tensor:
         _require(batch, self.inputs, self)
-        return self.body(batch[self.inputs[0]])  # (B, 4w)
+        x = batch[self.inputs[0]]
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"ImageCNN expects images of shape (B, 3, H, W), got {tuple(x.shape)}; convert "
+                             "grey or RGBA images to RGB (mmkd_utils.data.ImageTransform does) and batch them.")
+        return self.body(x)  # (B, 4w)
 
     def forward(self, batch: Mapping) -> torch.Tensor:
         return self.head(self.embed(batch))  # (B, num_classes)

@@ -94,3 +94,11 @@ def test_atomic_write_json_round_trip(tmp_path):
     checkpoint.atomic_write_json({"replaced": 1}, path)
     assert json.loads(path.read_text(encoding="utf8")) == {"replaced": 1}
     assert [p.name for p in path.parent.iterdir()] == ["result.json"]
+
+
+def test_weights_replaced_after_the_json_are_detected(tmp_path):
+    checkpoint.save_checkpoint(fresh(0), tmp_path / "a", {"hidden": 4})
+    checkpoint.save_checkpoint(fresh(1), tmp_path / "b", {"hidden": 4})
+    (tmp_path / "a" / "model.safetensors").write_bytes((tmp_path / "b" / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="does not match checkpoint.json"):
+        checkpoint.load_checkpoint(fresh(2), tmp_path / "a")

@@ -64,3 +64,20 @@ def test_paired_difference_and_summary():
     assert ev.summarize([1.0]) == (1.0, 0.0)
     with pytest.raises(ValueError, match="same seeds"):
         ev.paired_difference([1.0], [1.0, 2.0])
+
+
+def test_plots_have_titles_and_axis_labels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mmkd_utils import plots
+
+    logits, labels = torch.randn(50, 3), torch.randint(0, 3, (50,))
+    ax = plots.reliability_diagram(ev.calibration(logits, labels))
+    assert "ECE" in ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+    ax = plots.confusion_matrix(ev.classification_metrics(logits, labels)["confusion"], ["a", "b", "c"])
+    assert ax.get_xlabel() == "predicted class"
+    table = [{"model": "teacher (x)", "method": "labels", "accuracy_mean": 0.8, "accuracy_std": 0.01},
+             {"model": "s", "method": "soft", "accuracy_mean": 0.7, "accuracy_std": 0.02}]
+    ax = plots.results_bars(table)
+    assert len(ax.patches) == 2 and ax.get_xlabel() == "test accuracy (%)"

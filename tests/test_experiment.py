@@ -28,6 +28,7 @@ def test_cli_runs_a_whole_experiment_end_to_end(tmp_path):
         assert 0.0 <= r["accuracy"] <= 1.0 and r["params"] > 0
     assert result["versions"]["torch"] == torch.__version__.split("+")[0] or result["versions"]["torch"].startswith(torch.__version__.split("+")[0])
     assert result["config"]["seeds"] == [0]
+    assert (tmp_path / "tiny" / "results.png").stat().st_size > 10_000
     md = (tmp_path / "tiny" / "results.md").read_text()
     assert "| image student | soft |" in md and "teacher (fusion)" in md
     # the teacher is measured with its encoders: millions of parameters, not just the head

@@ -95,3 +95,21 @@ def test_feature_taps_read_intermediate_features_without_editing_forward():
     assert not m.body[6]._forward_hooks  # removed on exit
     with pytest.raises(KeyError, match="no submodule"):
         FeatureTaps(m, ["nope"])
+
+
+def test_inputs_of_the_wrong_shape_are_refused_clearly():
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        ImageCNN(3)({"image": torch.randn(2, 1, 16, 16)})
+    with pytest.raises(ValueError, match=r"features of shape \(B, 5\)"):
+        FusionClassifier({"a": 5}, 3)({"a": torch.randn(2, 6)})
+
+
+def test_fusion_teacher_fine_tunes_its_encoders_end_to_end():
+    from mmkd_utils.train import TrainConfig, fit
+
+    encoder = torch.nn.Linear(4, 5)  # stands in for a pretrained encoder
+    before = encoder.weight.detach().clone()
+    teacher = FusionClassifier({"a": 5}, 2, hidden=8, encoders={"a": encoder})
+    data = {"a": torch.randn(32, 4), "label": torch.arange(32) % 2}
+    fit(teacher, data, config=TrainConfig(epochs=2, batch_size=8))
+    assert not torch.equal(before, encoder.weight)  # gradients reached the encoder
