@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument(f"--{prefix}_epochs", type=int, default=None, help=HELP[f"{prefix}_epochs"])
         run.add_argument(f"--{prefix}_lr", type=float, default=None, help=HELP[f"{prefix}_lr"])
     run.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+    pub = sub.add_parser("publish", help="refresh the README's results tables from results/<name>/results.json")
+    pub.add_argument("--readme", default="README.md")
+    pub.add_argument("--results", default="results", help="folder holding one subfolder per experiment")
     return parser
 
 
@@ -105,14 +108,37 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    if args.command == "run":
+    if args.command == "publish":
+        from .experiment import publish
+
+        print("refreshed:", ", ".join(publish(args.readme, args.results)) or "no results blocks in the README")
+    elif args.command == "run":
         from .experiment import markdown_table, run
 
         config = config_from_args(args)
-        result = run(config, progress=not args.quiet)
-        print(markdown_table(result["table"]))
-        print(f"\nwrote {config.out_dir}/{config.name}/results.json and results.md "
-              f"({result['seconds']:.0f} s)")
+        rank = _init_distributed(config)
+        result = run(config, progress=not args.quiet and rank == 0)
+        if rank == 0:
+            print(markdown_table(result["table"]))
+            print(f"\nwrote {config.out_dir}/{config.name}/results.json and results.md "
+                  f"({result['seconds']:.0f} s)")
+
+
+def _init_distributed(config) -> int:
+    """Under ``torchrun --nproc_per_node=N``: join the process group (nccl on GPUs, gloo on CPUs) and
+    take this rank's GPU. Every rank trains on its share of each batch; rank 0 writes the results."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    use_cuda = torch.cuda.is_available() and config.device in (None, "cuda")
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        config.device = f"cuda:{local_rank}"
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank()
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = F
         row = ev.evaluate(teacher, test, class_names=data["class_names"], timing=False)
         row.update(_teacher_pipeline_cost(teacher, data, config.timing))
         rows.append({"model": f"teacher ({kind})", "role": "teacher", "method": "labels", "seed": seed,
-                     "best_epoch": hist.best_epoch, "train_seconds": hist.seconds, **row})
+                     "best_epoch": hist.best_epoch, "val_accuracy": hist.best_score, "train_seconds": hist.seconds, **row})
     teacher = teachers[config.distill_from]
     cached = {s: cache_teacher_outputs(teacher, data[s], features=True) for s in ("train", "test")}
     train = {**data["train"], **cached["train"]}
@@ -143,7 +143,7 @@ def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = F
             hist = fit(student, student_train, data["validation"], objective,
                        _with_seed(config.student_train, seed, config), augment=augment)
             rows.append({"model": f"{student_kind} student", "role": "student", "method": method, "seed": seed,
-                         "best_epoch": hist.best_epoch, "train_seconds": hist.seconds,
+                         "best_epoch": hist.best_epoch, "val_accuracy": hist.best_score, "train_seconds": hist.seconds,
                          **ev.evaluate(student, test, cached["test"]["teacher_logits"], data["class_names"],
                                        timing=config.timing)})
             if progress:
@@ -192,8 +192,11 @@ def run(config: ExperimentConfig, progress: bool = True, dataset=None) -> dict:
     result = {"config": _jsonable(asdict(config)), "versions": library_versions(),
               "device": str(pick_device(config.device)), "torch_threads": torch.get_num_threads(),
               "seconds": time.perf_counter() - start, "rows": rows, "table": summary_table(rows)}
-    out = Path(config.out_dir) / config.name
-    write_results(result, out)
+    from .train import distributed_context
+
+    if distributed_context()[0] == 0:  # under torchrun, rank 0 writes
+        result["world_size"] = distributed_context()[1]
+        write_results(result, Path(config.out_dir) / config.name)
     return result
 
 
@@ -206,7 +209,7 @@ def summary_table(rows: list[dict]) -> list[dict]:
     for (model, method), runs in groups.items():
         runs = sorted(runs, key=lambda r: r["seed"])
         entry = {"model": model, "method": method, "n_seeds": len(runs)}
-        for metric in ("accuracy", "macro_f1", "ece", "agreement"):
+        for metric in ("val_accuracy", "accuracy", "macro_f1", "ece", "agreement"):
             if metric in runs[0]:
                 entry[f"{metric}_mean"], entry[f"{metric}_std"] = ev.summarize([r[metric] for r in runs])
         entry["params"] = runs[0]["params"]
@@ -268,3 +271,29 @@ def _jsonable(obj):
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     return obj
+
+
+# ------------------------------------------------------------------------------------ publishing
+def readme_block(results_dir: str | Path) -> str:
+    """The README's block for one results folder: its header line and table, from results.json."""
+    result = json.loads((Path(results_dir) / "results.json").read_text(encoding="utf8"))
+    return markdown_table(result["table"])
+
+
+def publish(readme: str | Path = "README.md", results_root: str | Path = "results") -> list[str]:
+    """Refresh every ``<!-- results:NAME:start -->`` … ``<!-- results:NAME:end -->`` block of the README
+    from ``results/NAME/results.json``; returns the names refreshed."""
+    import re
+
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf8")
+    names = re.findall(r"<!-- results:([\w.-]+):start -->", text)
+    for name in names:
+        start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
+        if end not in text:
+            raise ValueError(f"{readme}: {start} has no matching {end}")
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{readme_block(Path(results_root) / name)}\n{end}{tail}"
+    readme.write_text(text, encoding="utf8")
+    return names

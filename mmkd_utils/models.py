@@ -207,6 +207,7 @@ class MultimodalStudent(nn.Module):
         super().__init__()
         self.image = ImageCNN(num_classes, width, image_key)
         self.text = TextBag(num_classes, n_buckets, dim, text_key)
+        self.image.head = self.text.head = nn.Identity()  # only their bodies are used: no unused parameters
         self.inputs = self.image.inputs + self.text.inputs
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.image.out_dim + self.text.out_dim, num_classes))
         self.out_dim = self.image.out_dim + self.text.out_dim

@@ -43,13 +43,48 @@ def check_data(data: Mapping[str, torch.Tensor], name: str = "data") -> int:
 
 
 def batches(data: Mapping[str, torch.Tensor], batch_size: int, shuffle: bool = False,
-            generator: torch.Generator | None = None) -> Iterator[dict]:
-    """Yield dict batches from a ``TensorData`` dict (fast: slicing, no per-example Python)."""
+            generator: torch.Generator | None = None, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
+    """Yield dict batches from a ``TensorData`` dict (fast: slicing, no per-example Python).
+
+    With ``world_size`` > 1 (distributed data parallel), every rank draws the same permutation and
+    keeps every ``world_size``-th row of each global batch: the ranks together see exactly the
+    batches a single process would.
+    """
     n = check_data(data)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
+        if world_size > 1 and len(idx) < world_size:
+            break  # a last batch too small to give every rank a row is dropped, so all ranks take the same steps
+        idx = idx[rank::world_size]
         yield {k: v[idx] for k, v in data.items()}
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size) of the current ``torch.distributed`` process group, or (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _Step(nn.Module):
+    """One training step's forward: the student's logits and, for feature distillation, the feature
+    term (through the trainable adapter). Wrapped in DDP when distributed, so that the student and the
+    adapter both have their gradients synchronised."""
+
+    def __init__(self, model: nn.Module, feature_loss: nn.Module | None):
+        super().__init__()
+        self.model, self.feature_loss = model, feature_loss
+
+    def forward(self, batch):
+        if self.feature_loss is None:
+            return self.model(batch), None
+        if "teacher_feat" not in batch:
+            raise KeyError("feature distillation needs batch['teacher_feat']: cache_teacher_outputs(..., features=True)")
+        feat = self.model.embed(batch)
+        return self.model.head(feat), self.feature_loss(feat.float(), batch["teacher_feat"].float())
 
 
 def to_device(batch: Mapping, device: torch.device, non_blocking: bool = True) -> dict:
@@ -93,8 +128,9 @@ class Objective:
     def uses_teacher(self) -> bool:
         return self.kind != "ce" or self.feature_weight > 0
 
-    def terms(self, student_logits: torch.Tensor, batch: Mapping, student_feat: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The loss terms of one batch, and ``total``."""
+    def terms(self, student_logits: torch.Tensor, batch: Mapping, feature_term: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The loss terms of one batch, and ``total``. ``feature_term`` is ``feature_loss(student
+        features, teacher features)``, computed by the caller (the training step)."""
         labels = batch["label"]
         labelled = labels >= 0
         terms: dict[str, torch.Tensor] = {}
@@ -129,9 +165,10 @@ class Objective:
             else:
                 total = frac * terms["ce"] + self.alpha * dis
         if self.feature_weight > 0:
-            if student_feat is None or "teacher_feat" not in batch:
-                raise KeyError("feature distillation needs the student's features and batch['teacher_feat']")
-            terms["feature"] = self.feature_loss(student_feat.float(), batch["teacher_feat"].float())
+            if feature_term is None:
+                raise ValueError("feature distillation needs the feature term: compute feature_loss(student "
+                                 "features, batch['teacher_feat']) and pass it as feature_term")
+            terms["feature"] = feature_term
             total = total + self.feature_weight * terms["feature"]
         terms["total"] = total
         return terms
@@ -265,7 +302,12 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if resume and ckpt is not None and (ckpt / "state.json").exists():
         start_epoch, history, best_state = _load_state(ckpt, model, optimizer, scheduler, objective, device)
-    wants_feat = objective.feature_weight > 0
+    rank, world_size = distributed_context()
+    step_module: nn.Module = _Step(model, objective.feature_loss if objective.feature_weight > 0 else None)
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
     step = start_epoch * steps_per_epoch
     t0 = time.perf_counter() - history.seconds
     epochs = range(start_epoch, config.epochs)
@@ -277,7 +319,7 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
         model.train()
         gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         sums, count = {}, 0
-        for batch in batches(train, config.batch_size, shuffle=True, generator=gen):
+        for batch in batches(train, config.batch_size, shuffle=True, generator=gen, rank=rank, world_size=world_size):
             if augment is not None:
                 batch = augment(batch, gen)
             batch = to_device(batch, device)
@@ -288,12 +330,8 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
                 raise ValueError("teacher_logits has a views axis (N, V, C): pass an augment that picks a view "
                                  "(see cached_view_augment)")
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                if wants_feat:
-                    feat = model.embed(batch)
-                    logits = model.head(feat)
-                else:
-                    feat, logits = None, model(batch)
-                terms = objective.terms(logits, batch, feat)
+                logits, feature_term = step_module(batch)
+                terms = objective.terms(logits, batch, feature_term)
             loss = terms["total"]
             if not torch.isfinite(loss):
                 detail = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
@@ -315,6 +353,12 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
             count += bs
             if stop_after_steps is not None and step >= stop_after_steps:
                 raise KeyboardInterrupt(f"stopped after {step} steps (stop_after_steps)")
+        if world_size > 1:  # training metrics over all ranks
+            import torch.distributed as dist
+
+            totals = torch.tensor([count, *sums.values()], dtype=torch.float64, device=device)
+            dist.all_reduce(totals)
+            count, sums = totals[0].item(), dict(zip(sums, totals[1:].tolist()))
         record = {"epoch": epoch, **{f"train_{k}": v / count for k, v in sums.items()},
                   "lr": optimizer.param_groups[0]["lr"]}
         if val is not None:
@@ -325,7 +369,7 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         history.epochs.append(record)
         history.seconds = time.perf_counter() - t0
-        if ckpt is not None:
+        if ckpt is not None and rank == 0:
             _save_state(ckpt, model, optimizer, scheduler, objective, epoch + 1, history, best_state, config)
         if (config.patience is not None and val is not None and epoch - history.best_epoch >= config.patience):
             break
