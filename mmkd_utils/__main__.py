@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument(f"--{prefix}_epochs", type=int, default=None, help=HELP[f"{prefix}_epochs"])
         run.add_argument(f"--{prefix}_lr", type=float, default=None, help=HELP[f"{prefix}_lr"])
     run.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+    bench = sub.add_parser("bench", help="measure epoch cost (labels / cached KD / online KD), latency, nbval time")
+    bench.add_argument("--config", default="cpu", choices=sorted(CONFIGS))
+    bench.add_argument("--out", default="results/bench")
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--notebooks", nargs="*", default=None, help="notebooks to time under nbval")
     pub = sub.add_parser("publish", help="refresh the README's results tables from results/<name>/results.json")
     pub.add_argument("--readme", default="README.md")
     pub.add_argument("--results", default="results", help="folder holding one subfolder per experiment")
@@ -108,7 +113,11 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    if args.command == "publish":
+    if args.command == "bench":
+        from .bench import bench_markdown, run_bench
+
+        print(bench_markdown(run_bench(args.config, args.out, args.repeats, args.notebooks)))
+    elif args.command == "publish":
         from .experiment import publish
 
         print("refreshed:", ", ".join(publish(args.readme, args.results)) or "no results blocks in the README")

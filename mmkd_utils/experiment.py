@@ -54,16 +54,22 @@ def prepare_data(config: ExperimentConfig, dataset=None, progress: bool = False)
             "index": torch.arange(len(split)),
         }
     # Raw inputs for timing the teacher end to end (encoders + head), as it would run when deployed.
-    test = ds["test"].select(range(min(64, len(ds["test"]))))
-    tokens = text_encoder.tokenizer(list(test["text"]), padding=True, truncation=True, max_length=config.max_length,
-                                    return_tensors="pt")
     out["encoders"] = {"image_feat": image_encoder, "text_feat": text_encoder}
-    out["raw_test"] = {"image_feat": data_mod.images_tensor(test, config.teacher_image_size),
-                       "text_feat": {k: tokens[k] for k in ("input_ids", "attention_mask")}}
+    out["dataset"] = ds  # the DatasetDict the tensors were made from (after ``subset``)
+    out["raw_test"] = raw_teacher_inputs(ds["test"].select(range(min(64, len(ds["test"])))), config, text_encoder)
     out["clean_train_label"] = out["train"]["label"].clone()
     out["train"]["label"] = corrupt_labels(out["train"]["label"], len(out["class_names"]),
                                            config.label_fraction, config.label_noise, config.data_seed)
     return out
+
+
+def raw_teacher_inputs(split, config: ExperimentConfig, text_encoder) -> dict:
+    """What the end-to-end teacher reads for ``split``: images at the teacher's size and tokenised names,
+    keyed like the features they become (``image_feat``, ``text_feat``)."""
+    tokens = text_encoder.tokenizer(list(split["text"]), padding=True, truncation=True,
+                                    max_length=config.max_length, return_tensors="pt")
+    return {"image_feat": data_mod.images_tensor(split, config.teacher_image_size),  # (N, 3, s, s)
+            "text_feat": {k: tokens[k] for k in ("input_ids", "attention_mask")}}
 
 
 def corrupt_labels(labels: torch.Tensor, num_classes: int, label_fraction: float = 1.0, noise: float = 0.0,
