@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     for prefix in ("teacher", "student"):
         run.add_argument(f"--{prefix}_epochs", type=int, default=None, help=HELP[f"{prefix}_epochs"])
         run.add_argument(f"--{prefix}_lr", type=float, default=None, help=HELP[f"{prefix}_lr"])
+    run.add_argument("--jobs", type=int, default=1, help="seeds trained at once, in separate processes")
     run.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     bench = sub.add_parser("bench", help="measure epoch cost (labels / cached KD / online KD), latency, nbval time")
     bench.add_argument("--config", default="cpu", choices=sorted(CONFIGS))
@@ -126,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         config = config_from_args(args)
         rank = _init_distributed(config)
-        result = run(config, progress=not args.quiet and rank == 0)
+        if args.jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise SystemExit("--jobs > 1 cannot be combined with torchrun: use one or the other")
+        result = run(config, progress=not args.quiet and rank == 0, jobs=args.jobs)
         if rank == 0:
             print(markdown_table(result["table"]))
             print(f"\nwrote {config.out_dir}/{config.name}/results.json and results.md "

@@ -132,7 +132,7 @@ def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = F
         hist = fit(teacher, labelled_only(data["train"]), data["validation"], config=_with_seed(config.teacher_train, seed, config))
         teachers[kind] = teacher
         row = ev.evaluate(teacher, test, class_names=data["class_names"], timing=False)
-        row.update(_teacher_pipeline_cost(teacher, data, config.timing))
+        row.update(_teacher_pipeline_cost(teacher, data, timing=False))
         rows.append({"model": f"teacher ({kind})", "role": "teacher", "method": "labels", "seed": seed,
                      "best_epoch": hist.best_epoch, "val_accuracy": hist.best_score, "train_seconds": hist.seconds, **row})
     teacher = teachers[config.distill_from]
@@ -151,7 +151,7 @@ def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = F
             rows.append({"model": f"{student_kind} student", "role": "student", "method": method, "seed": seed,
                          "best_epoch": hist.best_epoch, "val_accuracy": hist.best_score, "train_seconds": hist.seconds,
                          **ev.evaluate(student, test, cached["test"]["teacher_logits"], data["class_names"],
-                                       timing=config.timing)})
+                                       timing=False)})
             if progress:
                 r = rows[-1]
                 print(f"  seed {seed} {r['model']:<20} {method:<8} acc {r['accuracy']:.3f} ({hist.seconds:.0f} s)", flush=True)
@@ -188,16 +188,55 @@ def _with_seed(train_config, seed: int, config: ExperimentConfig):
     return replace(train_config, seed=seed, device=config.device)
 
 
-def run(config: ExperimentConfig, progress: bool = True, dataset=None) -> dict:
-    """Run the experiment over all seeds and write ``results.json``, ``results.md`` and a figure."""
+def model_costs(config: ExperimentConfig, data: dict) -> dict[str, dict]:
+    """CPU latency and throughput at batch 1 and 64 of each teacher (with its encoders) and each student,
+    measured once, after training, in this process alone (timings taken while other runs compete for the
+    cores would be noise). Weights do not change the cost, so a freshly built model stands in."""
+    costs = {}
+    for kind in TEACHER_INPUTS:
+        costs[f"teacher ({kind})"] = _teacher_pipeline_cost(build_teacher(kind, config, data), data, timing=True)
+    for kind in config.students:
+        student = build_student(kind, config, len(data["class_names"]))
+        costs[f"{kind} student"] = {"params": ev.count_parameters(student), "size_mb": ev.size_on_disk(student) / 1e6,
+                                    **ev.latency(student, ev.first_rows(data["test"], student.inputs), repeats=30)}
+    return costs
+
+
+def _seed_worker(config: ExperimentConfig, seed: int, threads: int, dataset) -> list[dict]:
+    torch.set_num_threads(threads)
+    return run_seed(config, prepare_data(config, dataset), seed)
+
+
+def run(config: ExperimentConfig, progress: bool = True, dataset=None, jobs: int = 1) -> dict:
+    """Run the experiment over all seeds and write ``results.json``, ``results.md`` and a figure.
+
+    ``jobs`` > 1 trains that many seeds at once in separate processes, each with an equal share of the
+    CPU threads (faster on a CPU than one process with all threads: tiny models scale poorly).
+    """
+    import os
+
     start = time.perf_counter()
     data = prepare_data(config, dataset, progress=progress)
     rows = []
-    for seed in config.seeds:
-        rows += run_seed(config, data, seed, progress=progress)
+    if jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_seed_worker, config, seed, threads, dataset) for seed in config.seeds]
+            for seed, future in zip(config.seeds, futures):
+                rows += future.result()
+                if progress:
+                    print(f"  seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
+    else:
+        for seed in config.seeds:
+            rows += run_seed(config, data, seed, progress=progress)
+    costs = model_costs(config, data) if config.timing else {}
     result = {"config": _jsonable(asdict(config)), "versions": library_versions(),
-              "device": str(pick_device(config.device)), "torch_threads": torch.get_num_threads(),
-              "seconds": time.perf_counter() - start, "rows": rows, "table": summary_table(rows)}
+              "device": str(pick_device(config.device)), "torch_threads": torch.get_num_threads(), "jobs": jobs,
+              "seconds": time.perf_counter() - start, "rows": rows, "costs": costs,
+              "table": summary_table(rows, costs)}
     from .train import distributed_context
 
     if distributed_context()[0] == 0:  # under torchrun, rank 0 writes
@@ -206,8 +245,9 @@ def run(config: ExperimentConfig, progress: bool = True, dataset=None) -> dict:
     return result
 
 
-def summary_table(rows: list[dict]) -> list[dict]:
-    """Mean ± std over seeds per (model, method), and the paired difference to that model's label-only runs."""
+def summary_table(rows: list[dict], costs: dict[str, dict] | None = None) -> list[dict]:
+    """Mean ± std over seeds per (model, method), the paired difference to that model's label-only runs,
+    and the model's size and CPU latency from ``costs`` (see ``model_costs``)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["model"], r["method"]), []).append(r)
@@ -219,8 +259,9 @@ def summary_table(rows: list[dict]) -> list[dict]:
             if metric in runs[0]:
                 entry[f"{metric}_mean"], entry[f"{metric}_std"] = ev.summarize([r[metric] for r in runs])
         entry["params"] = runs[0]["params"]
-        if "latency_ms_b1" in runs[0]:
-            entry["latency_ms_b1"] = float(np.median([r["latency_ms_b1"] for r in runs]))
+        for key in ("latency_ms_b1", "latency_ms_b64", "throughput_b64"):
+            if costs and key in costs.get(model, {}):
+                entry[key] = costs[model][key]
         base = groups.get((model, "labels"))
         if method != "labels" and base is not None:
             base = sorted(base, key=lambda r: r["seed"])
@@ -232,8 +273,9 @@ def summary_table(rows: list[dict]) -> list[dict]:
 
 def markdown_table(table: list[dict]) -> str:
     """The results table in markdown (accuracy and macro-F1 as mean ± std over seeds, in %)."""
-    lines = ["| model | method | test accuracy (%) | macro-F1 (%) | Δ acc vs labels only (paired) | agreement w/ teacher (%) | params |",
-             "|---|---|---|---|---|---|---:|"]
+    lines = ["| model | method | val acc (%) | test acc (%) | macro-F1 (%) | Δ test acc vs labels only (paired) "
+             "| agreement w/ teacher (%) | params | CPU latency b=1 (ms) |",
+             "|---|---|---|---|---|---|---|---:|---:|"]
     for e in table:
         acc = f"{100 * e['accuracy_mean']:.1f} ± {100 * e['accuracy_std']:.1f}"
         f1 = f"{100 * e['macro_f1_mean']:.1f} ± {100 * e['macro_f1_std']:.1f}"
@@ -243,7 +285,9 @@ def markdown_table(table: list[dict]) -> str:
         else:
             delta = "—"
         agree = f"{100 * e['agreement_mean']:.1f}" if "agreement_mean" in e else "—"
-        lines.append(f"| {e['model']} | {e['method']} | {acc} | {f1} | {delta} | {agree} | {e['params']:,} |")
+        val = f"{100 * e['val_accuracy_mean']:.1f}" if "val_accuracy_mean" in e else "—"
+        latency = f"{e['latency_ms_b1']:.2f}" if "latency_ms_b1" in e else "—"
+        lines.append(f"| {e['model']} | {e['method']} | {val} | {acc} | {f1} | {delta} | {agree} | {e['params']:,} | {latency} |")
     return "\n".join(lines)
 
 
