@@ -89,13 +89,16 @@ def corrupt_labels(labels: torch.Tensor, num_classes: int, label_fraction: float
     return labels
 
 
-def labelled_only(split: dict) -> dict:
+def labelled_only(split: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The rows of a ``TensorData`` split that have a label (label ≥ 0)."""
     keep = split["label"] >= 0
     return {k: v[keep] for k, v in split.items()}
 
 
 # -------------------------------------------------------------------------------------- models
 def build_teacher(kind: str, config: ExperimentConfig, data: dict) -> FusionClassifier:
+    """A fusion head over the cached features of ``kind``'s modalities: "fusion" (image + text), "text" or
+    "image" (introduced in notebook 04). Seed the RNGs first for a reproducible initialisation."""
     keys = TEACHER_INPUTS[kind]
     return FusionClassifier({k: data["train"][k].shape[1] for k in keys}, len(data["class_names"]),
                             hidden=config.teacher_hidden, fusion=config.fusion, dropout=config.teacher_dropout,
@@ -103,6 +106,7 @@ def build_teacher(kind: str, config: ExperimentConfig, data: dict) -> FusionClas
 
 
 def build_student(kind: str, config: ExperimentConfig, num_classes: int) -> torch.nn.Module:
+    """A tiny student that sees "image", "text" or both ("multimodal") (introduced in notebook 05)."""
     if kind == "image":
         return ImageCNN(num_classes, config.cnn_width)
     if kind == "text":
@@ -111,6 +115,8 @@ def build_student(kind: str, config: ExperimentConfig, num_classes: int) -> torc
 
 
 def objective_for(method: str, config: ExperimentConfig, student_dim: int, teacher_dim: int) -> Objective:
+    """The training objective of a method: "labels", "soft", "hard", "logit", or "feature" (labels plus a
+    FitNets hint from the student's features to the teacher's fused features)."""
     from .losses import FitNetHint
 
     if method == "labels":
