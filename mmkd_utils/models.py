@@ -34,6 +34,15 @@ def _require(batch: Mapping, keys: Sequence[str], model: nn.Module) -> None:
                        "to a fusion model to evaluate without it.")
 
 
+def _check_drop(drop, inputs: Sequence[str]) -> None:
+    """A modality dropped at test time must be one the model reads, and one must remain."""
+    unknown = set(drop) - set(inputs)
+    if unknown:
+        raise ValueError(f"cannot drop {sorted(unknown)}: this model reads {list(inputs)}")
+    if set(drop) == set(inputs):
+        raise ValueError("every modality dropped: keep at least one")
+
+
 # ------------------------------------------------------------------------------------ teacher
 class FusionClassifier(nn.Module):
     """Late fusion over any set of modalities.
@@ -73,11 +82,7 @@ class FusionClassifier(nn.Module):
 
     def embed(self, batch: Mapping, drop: set[str] | frozenset[str] = frozenset()) -> torch.Tensor:
         """The fused representation (B, fused_dim) — what feature distillation matches."""
-        unknown = set(drop) - set(self.inputs)
-        if unknown:
-            raise ValueError(f"cannot drop {sorted(unknown)}: this model reads {list(self.inputs)}")
-        if set(drop) == set(self.inputs):
-            raise ValueError("every modality dropped: keep at least one")
+        _check_drop(drop, self.inputs)
         _require(batch, [k for k in self.inputs if k not in drop], self)
         projected = {k: self.project[k](self._encoded(batch, k)) for k in self.inputs if k not in drop}  # each (B, hidden)
         ref = next(iter(projected.values()))
@@ -214,11 +219,7 @@ class MultimodalStudent(nn.Module):
 
     def embed(self, batch: Mapping, drop: set[str] | frozenset[str] = frozenset()) -> torch.Tensor:
         """(B, out_dim); a branch named in ``drop`` (by its input key) contributes zeros."""
-        unknown = set(drop) - set(self.inputs)
-        if unknown:
-            raise ValueError(f"cannot drop {sorted(unknown)}: this model reads {list(self.inputs)}")
-        if set(drop) == set(self.inputs):
-            raise ValueError("every modality dropped: keep at least one")
+        _check_drop(drop, self.inputs)
         parts = []
         for branch in (self.image, self.text):
             if branch.inputs[0] in drop:
