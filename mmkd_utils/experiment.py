@@ -330,10 +330,29 @@ def _jsonable(obj):
 
 
 # ------------------------------------------------------------------------------------ publishing
+def command_for(config: dict, jobs: int = 1) -> str:
+    """The command line that reruns an experiment: its configuration's differences from ``cpu``."""
+    from .config import get_config
+
+    default = _jsonable(asdict(get_config(config.get("base", "cpu"))))
+    args = []
+    for key, value in config.items():
+        if key in ("teacher_train", "student_train") or value == default.get(key):
+            continue
+        shown = ",".join(map(str, value)) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else value
+        args.append(f"--{key} {shown}")
+    args += [f"--jobs {jobs}"] if jobs > 1 else []
+    return " ".join(["python -m mmkd_utils run --config cpu", *args])
+
+
 def readme_block(results_dir: str | Path) -> str:
-    """The README's block for one results folder: its header line and table, from results.json."""
+    """The README's block for one results folder, from results.json: how to rerun it, where and how
+    long it ran, and its table."""
     result = json.loads((Path(results_dir) / "results.json").read_text(encoding="utf8"))
-    return markdown_table(result["table"])
+    caption = (f"`{command_for(result['config'], result.get('jobs', 1))}` — {result['seconds'] / 60:.0f} min on "
+               f"{result['device']} ({result['torch_threads']} threads, {result.get('jobs', 1)} seed(s) at a time), "
+               f"torch {result['versions']['torch']}, seeds {', '.join(map(str, result['config']['seeds']))}.")
+    return caption + "\n\n" + markdown_table(result["table"])
 
 
 def publish(readme: str | Path = "README.md", results_root: str | Path = "results") -> list[str]:

@@ -88,3 +88,17 @@ def test_summary_table_pairs_runs_by_seed():
     assert "vs_labels" not in table["labels"]
     md = markdown_table(summary_table(rows))
     assert "| s | soft | — | 73.7 ± 0.6 |" in md and "+2.7 ± 0.6 **" in md
+
+
+def test_command_for_reproduces_the_configuration():
+    from dataclasses import asdict
+
+    from mmkd_utils.__main__ import build_parser, config_from_args
+    from mmkd_utils.experiment import _jsonable, command_for
+
+    config = get_config("cpu", name="limited", label_fraction=0.1, students=("image", "text"), augment=False)
+    command = command_for(_jsonable(asdict(config)), jobs=2)
+    assert command.startswith("python -m mmkd_utils run --config cpu ") and "--jobs 2" in command
+    argv = command.split()[3:]
+    args = build_parser().parse_args(argv)
+    assert config_from_args(args) == config  # the command rebuilds exactly this configuration
