@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="results/bench")
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--notebooks", nargs="*", default=None, help="notebooks to time under nbval")
+    rem = sub.add_parser("remeasure", help="measure the models' CPU latency again and rewrite a results folder")
+    rem.add_argument("folders", nargs="+", help="results folders, e.g. results/main")
     pub = sub.add_parser("publish", help="refresh the README's results tables from results/<name>/results.json")
     pub.add_argument("--readme", default="README.md")
     pub.add_argument("--results", default="results", help="folder holding one subfolder per experiment")
@@ -118,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         from .bench import bench_markdown, run_bench
 
         print(bench_markdown(run_bench(args.config, args.out, args.repeats, args.notebooks)))
+    elif args.command == "remeasure":
+        from .experiment import remeasure
+
+        for folder in args.folders:
+            remeasure(folder)
+            print(f"remeasured {folder}")
     elif args.command == "publish":
         from .experiment import publish
 

@@ -88,14 +88,28 @@ def first_rows(data: Mapping[str, torch.Tensor], keys: Sequence[str]):
     return lambda bs: {k: data[k][:bs] for k in keys}
 
 
+LATENCY_THREADS = 1  # latency is measured on one core: comparable across machines and runs
+
+
 @torch.no_grad()
 def latency(model: nn.Module, make_batch, batch_sizes: Sequence[int] = (1, 64), repeats: int = 20,
-            warmup: int = 3) -> dict:
-    """Median CPU latency (ms per batch) and throughput (examples/s) at each batch size.
+            warmup: int = 3, threads: int | None = LATENCY_THREADS) -> dict:
+    """Median CPU latency (ms per batch) and throughput (examples/s) at each batch size, on ``threads``
+    CPU threads (one by default; None keeps the current setting).
 
     ``make_batch(bs)`` returns the model's input dict for ``bs`` examples (see ``first_rows``).
     """
     model = model.eval().cpu()
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _timed(model, make_batch, batch_sizes, repeats, warmup)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _timed(model: nn.Module, make_batch, batch_sizes: Sequence[int], repeats: int, warmup: int) -> dict:
     out = {}
     for bs in batch_sizes:
         inputs = make_batch(bs)

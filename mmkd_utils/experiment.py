@@ -241,13 +241,34 @@ def run(config: ExperimentConfig, progress: bool = True, dataset=None, jobs: int
     costs = model_costs(config, data) if config.timing else {}
     result = {"config": _jsonable(asdict(config)), "versions": library_versions(),
               "device": str(pick_device(config.device)), "torch_threads": torch.get_num_threads(), "jobs": jobs,
-              "seconds": time.perf_counter() - start, "rows": rows, "costs": costs,
-              "table": summary_table(rows, costs)}
+              "latency_threads": ev.LATENCY_THREADS, "seconds": time.perf_counter() - start, "rows": rows,
+              "costs": costs, "table": summary_table(rows, costs)}
     from .train import distributed_context
 
     if distributed_context()[0] == 0:  # under torchrun, rank 0 writes
         result["world_size"] = distributed_context()[1]
         write_results(result, Path(config.out_dir) / config.name)
+    return result
+
+
+def remeasure(results_dir: str | Path) -> dict:
+    """Measure the latency of an experiment's models again (same configuration, this process alone)
+    and rewrite its results files; accuracies are untouched. For results whose timing was taken
+    under load or with another thread setting."""
+    from .config import ExperimentConfig
+
+    results_dir = Path(results_dir)
+    result = json.loads((results_dir / "results.json").read_text(encoding="utf8"))
+    fields = dict(result["config"])
+    for key in ("teacher_train", "student_train"):
+        from .train import TrainConfig
+
+        fields[key] = TrainConfig(**fields[key])
+    config = ExperimentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    result["costs"] = model_costs(config, prepare_data(config))
+    result["latency_threads"] = ev.LATENCY_THREADS
+    result["table"] = summary_table(result["rows"], result["costs"])
+    write_results(result, results_dir)
     return result
 
 
@@ -350,7 +371,8 @@ def readme_block(results_dir: str | Path) -> str:
     long it ran, and its table."""
     result = json.loads((Path(results_dir) / "results.json").read_text(encoding="utf8"))
     caption = (f"`{command_for(result['config'], result.get('jobs', 1))}` — {result['seconds'] / 60:.0f} min on "
-               f"{result['device']} ({result['torch_threads']} threads, {result.get('jobs', 1)} seed(s) at a time), "
+               f"{result['device']} ({result['torch_threads']} threads, {result.get('jobs', 1)} seed(s) at a time; latency "
+               f"on {result.get('latency_threads', '?')} thread), "
                f"torch {result['versions']['torch']}, seeds {', '.join(map(str, result['config']['seeds']))}.")
     return caption + "\n\n" + markdown_table(result["table"])
 

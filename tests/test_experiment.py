@@ -34,6 +34,14 @@ def test_cli_runs_a_whole_experiment_end_to_end(tmp_path):
     # the teacher is measured with its encoders: millions of parameters, not just the head
     teacher = next(r for r in result["rows"] if r["model"] == "teacher (fusion)")
     assert teacher["params"] > 20_000_000
+    # latency measured afterwards, in this process alone, on one thread; accuracies untouched
+    from mmkd_utils.experiment import remeasure
+
+    again = remeasure(tmp_path / "tiny")
+    assert again["latency_threads"] == 1 and again["rows"] == result["rows"]
+    teacher_cost, student_cost = again["costs"]["teacher (fusion)"], again["costs"]["image student"]
+    assert teacher_cost["latency_ms_b1"] > student_cost["latency_ms_b1"] > 0
+    assert all("latency_ms_b1" in e for e in again["table"])
 
 
 def test_cli_help_lists_every_option():
