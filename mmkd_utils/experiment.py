@@ -373,7 +373,9 @@ def readme_block(results_dir: str | Path) -> str:
     caption = (f"`{command_for(result['config'], result.get('jobs', 1))}` — {result['seconds'] / 60:.0f} min on "
                f"{result['device']} ({result['torch_threads']} threads, {result.get('jobs', 1)} seed(s) at a time; latency "
                f"on {result.get('latency_threads', '?')} thread), "
-               f"torch {result['versions']['torch']}, seeds {', '.join(map(str, result['config']['seeds']))}.")
+               f"torch {result['versions']['torch']}, seeds {', '.join(map(str, result['config']['seeds']))}; "
+               f"students distil from the {result['config']['distill_from']} teacher at T = {result['config']['T']}, "
+               f"α = {result['config']['alpha']}.")
     return caption + "\n\n" + markdown_table(result["table"])
 
 
