@@ -369,6 +369,10 @@ def command_for(config: dict, jobs: int = 1) -> str:
 def readme_block(results_dir: str | Path) -> str:
     """The README's block for one results folder, from results.json: how to rerun it, where and how
     long it ran, and its table."""
+    if (Path(results_dir) / "bench.json").exists():  # a benchmark folder (python -m mmkd_utils bench)
+        from .bench import bench_markdown
+
+        return bench_markdown(json.loads((Path(results_dir) / "bench.json").read_text(encoding="utf8"))).rstrip("\n")
     result = json.loads((Path(results_dir) / "results.json").read_text(encoding="utf8"))
     caption = (f"`{command_for(result['config'], result.get('jobs', 1))}` — {result['seconds'] / 60:.0f} min on "
                f"{result['device']} ({result['torch_threads']} threads, {result.get('jobs', 1)} seed(s) at a time; latency "
