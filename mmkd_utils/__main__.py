@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument(f"--{prefix}_epochs", type=int, default=None, help=HELP[f"{prefix}_epochs"])
         run.add_argument(f"--{prefix}_lr", type=float, default=None, help=HELP[f"{prefix}_lr"])
     run.add_argument("--jobs", type=int, default=1, help="seeds trained at once, in separate processes")
+    run.add_argument("--tune_T", type=lambda v: tuple(float(x) for x in v.split(",")), default=None,
+                     help="tune instead of run: comma-separated temperatures to try on validation (test never read)")
+    run.add_argument("--tune_alpha", type=lambda v: tuple(float(x) for x in v.split(",")), default=None,
+                     help="with --tune_T: comma-separated α values to try")
     run.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     bench = sub.add_parser("bench", help="measure epoch cost (labels / cached KD / online KD), latency, nbval time")
     bench.add_argument("--config", default="cpu", choices=sorted(CONFIGS))
@@ -137,6 +141,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         rank = _init_distributed(config)
         if args.jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise SystemExit("--jobs > 1 cannot be combined with torchrun: use one or the other")
+        if args.tune_T or args.tune_alpha:
+            from .experiment import tune
+
+            result = tune(config, args.tune_T or (config.T,), args.tune_alpha or (config.alpha,), jobs=max(1, args.jobs))
+            for key, e in result["best"].items():
+                print(f"{key}: best on validation T={e['T']}, alpha={e['alpha']} "
+                      f"(val acc {100 * e['val_accuracy_mean']:.1f} ± {100 * e['val_accuracy_std']:.1f})")
+            return
         result = run(config, progress=not args.quiet and rank == 0, jobs=args.jobs)
         if rank == 0:
             print(markdown_table(result["table"]))

@@ -21,7 +21,7 @@ import torch
 from . import evaluate as ev
 from .config import ExperimentConfig, get_config
 from .env import library_versions, seed_everything
-from .experiment import build_student, build_teacher, end_to_end_teacher, labelled_only, prepare_data
+from .experiment import build_student, build_teacher, end_to_end_teacher, labelled_only, prepare_data, slice_inputs
 from .train import Objective, TrainConfig, cache_teacher_outputs, fit
 
 
@@ -68,9 +68,7 @@ class _OnlineTeacher(torch.nn.Module):
         self.teacher, self.raw = teacher, raw_inputs
 
     def forward(self, batch):
-        idx = batch["index"].cpu()
-        inputs = {k: ({n: t[idx] for n, t in v.items()} if isinstance(v, dict) else v[idx]) for k, v in self.raw.items()}
-        return self.teacher(inputs)
+        return self.teacher(slice_inputs(self.raw, self.raw, batch["index"].cpu()))
 
 
 def inference_costs(config: ExperimentConfig, data: dict) -> list[dict]:
@@ -80,11 +78,8 @@ def inference_costs(config: ExperimentConfig, data: dict) -> list[dict]:
     seed_everything(0)
     head = build_teacher("fusion", config, data)
     teacher = end_to_end_teacher(head, data["encoders"])
-    raw = data["raw_test"]
-
-    def teacher_batch(bs):
-        return {k: ({n: t[:bs] for n, t in raw[k].items()} if isinstance(raw[k], dict) else raw[k][:bs])
-                for k in head.inputs}
+    def teacher_batch(bs: int) -> dict:
+        return slice_inputs(data["raw_test"], head.inputs, slice(0, bs))
 
     rows.append({"model": "teacher (fusion, with encoders)", "params": ev.count_parameters(teacher),
                  "size_mb": ev.size_on_disk(teacher) / 1e6, **ev.latency(teacher, teacher_batch, repeats=10)})

@@ -72,6 +72,12 @@ def raw_teacher_inputs(split, config: ExperimentConfig, text_encoder) -> dict:
             "text_feat": {k: tokens[k] for k in ("input_ids", "attention_mask")}}
 
 
+def slice_inputs(raw: dict, keys, rows) -> dict:
+    """Rows ``rows`` (a slice or index tensor) of the raw inputs ``keys``; a tokenised text input is a
+    dict of tensors and is sliced tensor by tensor."""
+    return {k: ({n: t[rows] for n, t in raw[k].items()} if isinstance(raw[k], dict) else raw[k][rows]) for k in keys}
+
+
 def corrupt_labels(labels: torch.Tensor, num_classes: int, label_fraction: float = 1.0, noise: float = 0.0,
                    seed: int = 0) -> torch.Tensor:
     """Simulate the data regimes: flip a ``noise`` share of labels to another class (uniformly), then
@@ -127,22 +133,29 @@ def objective_for(method: str, config: ExperimentConfig, student_dim: int, teach
 
 
 # ----------------------------------------------------------------------------------------- run
-def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = False) -> list[dict]:
-    """Every row of the experiment for one seed: teachers, then each student × method."""
+def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = False,
+             read_test: bool = True) -> list[dict]:
+    """Every row of the experiment for one seed: teachers, then each student × method.
+
+    With ``read_test=False`` (tuning) only the teacher the students learn from is trained, and only
+    validation accuracy is recorded: the test split is never touched.
+    """
     rows = []
     teachers = {}
     test = data["test"]
-    for kind in TEACHER_INPUTS:
+    for kind in (TEACHER_INPUTS if read_test else (config.distill_from,)):
         seed_everything(seed)
         teacher = build_teacher(kind, config, data)
         hist = fit(teacher, labelled_only(data["train"]), data["validation"], config=_with_seed(config.teacher_train, seed, config))
         teachers[kind] = teacher
+        if not read_test:
+            continue
         row = ev.evaluate(teacher, test, class_names=data["class_names"], timing=False)
         row.update(_teacher_pipeline_cost(teacher, data, timing=False))
         rows.append({"model": f"teacher ({kind})", "role": "teacher", "method": "labels", "seed": seed,
                      "best_epoch": hist.best_epoch, "val_accuracy": hist.best_score, "train_seconds": hist.seconds, **row})
     teacher = teachers[config.distill_from]
-    cached = {s: cache_teacher_outputs(teacher, data[s], features=True) for s in ("train", "test")}
+    cached = {s: cache_teacher_outputs(teacher, data[s], features=True) for s in (("train", "test") if read_test else ("train",))}
     train = {**data["train"], **cached["train"]}
     teacher_dim = cached["train"]["teacher_feat"].shape[1]
     for student_kind in config.students:
@@ -156,11 +169,12 @@ def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = F
                        _with_seed(config.student_train, seed, config), augment=augment)
             rows.append({"model": f"{student_kind} student", "role": "student", "method": method, "seed": seed,
                          "best_epoch": hist.best_epoch, "val_accuracy": hist.best_score, "train_seconds": hist.seconds,
-                         **ev.evaluate(student, test, cached["test"]["teacher_logits"], data["class_names"],
-                                       timing=False)})
+                         **(ev.evaluate(student, test, cached["test"]["teacher_logits"], data["class_names"],
+                                        timing=False) if read_test else {})})
             if progress:
                 r = rows[-1]
-                print(f"  seed {seed} {r['model']:<20} {method:<8} acc {r['accuracy']:.3f} ({hist.seconds:.0f} s)", flush=True)
+                print(f"  seed {seed} {r['model']:<20} {method:<8} val acc {r['val_accuracy']:.3f} ({hist.seconds:.0f} s)",
+                      flush=True)
     return rows
 
 
@@ -178,13 +192,7 @@ def _teacher_pipeline_cost(head: FusionClassifier, data: dict, timing: bool) -> 
     full = end_to_end_teacher(head, data["encoders"])
     cost = {"params": ev.count_parameters(full), "size_mb": ev.size_on_disk(full) / 1e6}
     if timing:
-        raw = data["raw_test"]
-
-        def make_batch(bs):
-            return {k: ({n: t[:bs] for n, t in raw[k].items()} if isinstance(raw[k], dict) else raw[k][:bs])
-                    for k in head.inputs}
-
-        cost.update(ev.latency(full, make_batch, repeats=10))
+        cost.update(ev.latency(full, lambda bs: slice_inputs(data["raw_test"], head.inputs, slice(0, bs)), repeats=10))
     return cost
 
 
@@ -208,9 +216,50 @@ def model_costs(config: ExperimentConfig, data: dict) -> dict[str, dict]:
     return costs
 
 
-def _seed_worker(config: ExperimentConfig, seed: int, threads: int, dataset) -> list[dict]:
+def _seed_worker(config: ExperimentConfig, seed: int, threads: int, dataset, read_test: bool = True) -> list[dict]:
     torch.set_num_threads(threads)
-    return run_seed(config, prepare_data(config, dataset), seed)
+    return run_seed(config, prepare_data(config, dataset), seed, read_test=read_test)
+
+
+def tune(config: ExperimentConfig, temperatures: tuple[float, ...], alphas: tuple[float, ...], jobs: int = 1) -> dict:
+    """Choose T and α on the validation split only: every (T, α) pair, every seed and method of
+    ``config``; the test split is never read. Writes ``<out_dir>/<name>/tune.{json,md}`` and returns
+    the grid with the best pair per (student, method) by mean validation accuracy."""
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from dataclasses import replace
+
+    start = time.perf_counter()
+    tasks = [(replace(config, T=t, alpha=a), seed) for t in temperatures for a in alphas for seed in config.seeds]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        runs = list(pool.map(_seed_worker, *zip(*[(c, s, threads, None, False) for c, s in tasks])))
+    grid: dict[tuple, list[float]] = {}
+    for (cfg, _), rows in zip(tasks, runs):
+        for r in rows:
+            if r["role"] == "student":
+                grid.setdefault((r["model"], r["method"], cfg.T, cfg.alpha), []).append(r["val_accuracy"])
+    entries = [{"model": m, "method": k, "T": t, "alpha": a, "val_accuracy_mean": ev.summarize(v)[0],
+                "val_accuracy_std": ev.summarize(v)[1], "n_seeds": len(v)} for (m, k, t, a), v in grid.items()]
+    best = {}
+    for e in entries:
+        key = f"{e['model']} · {e['method']}"
+        if key not in best or e["val_accuracy_mean"] > best[key]["val_accuracy_mean"]:
+            best[key] = e
+    result = {"config": _jsonable(asdict(config)), "temperatures": list(temperatures), "alphas": list(alphas),
+              "versions": library_versions(), "seconds": time.perf_counter() - start, "grid": entries, "best": best}
+    out = Path(config.out_dir) / config.name
+    out.mkdir(parents=True, exist_ok=True)
+    from .checkpoint import atomic_write_json
+
+    atomic_write_json(result, out / "tune.json")
+    lines = ["| student · method | T | α | val acc (%) |", "|---|---:|---:|---|"]
+    lines += [f"| {e['model']} · {e['method']} | {e['T']} | {e['alpha']} | {100 * e['val_accuracy_mean']:.1f} ± "
+              f"{100 * e['val_accuracy_std']:.1f}{' ← best' if best[e['model'] + ' · ' + e['method']] is e else ''} |"
+              for e in entries]
+    (out / "tune.md").write_text("\n".join(lines) + "\n", encoding="utf8")
+    return result
 
 
 def run(config: ExperimentConfig, progress: bool = True, dataset=None, jobs: int = 1) -> dict:

@@ -110,3 +110,26 @@ def test_command_for_reproduces_the_configuration():
     argv = command.split()[3:]
     args = build_parser().parse_args(argv)
     assert config_from_args(args) == config  # the command rebuilds exactly this configuration
+
+
+def test_tuning_reads_validation_only_and_picks_the_best_pair(tmp_path):
+    from mmkd_utils.experiment import tune
+
+    config = get_config("tiny", out_dir=str(tmp_path), students=("text",), methods=("soft",))
+    result = tune(config, temperatures=(1.0, 4.0), alphas=(0.5,), jobs=1)
+    assert {(e["T"], e["alpha"]) for e in result["grid"]} == {(1.0, 0.5), (4.0, 0.5)}
+    best = result["best"]["text student · soft"]
+    assert best["val_accuracy_mean"] == max(e["val_accuracy_mean"] for e in result["grid"])
+    assert all("accuracy" not in e for e in result["grid"])  # no test accuracy anywhere
+    assert "← best" in (tmp_path / "tiny" / "tune.md").read_text()
+
+
+def test_run_seed_without_test_never_touches_the_test_split():
+    from mmkd_utils.experiment import prepare_data, run_seed
+
+    config = get_config("tiny", students=("image",), methods=("labels", "soft"))
+    data = prepare_data(config)
+    data["test"] = None  # any read of the test split would fail
+    rows = run_seed(config, data, seed=0, read_test=False)
+    assert [r["method"] for r in rows if r["role"] == "student"] == ["labels", "soft"]
+    assert all("accuracy" not in r and 0 <= r["val_accuracy"] <= 1 for r in rows)
