@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import os
 import sys
-import typing
 from typing import Sequence
 
 from .config import CONFIGS, ExperimentConfig, get_config

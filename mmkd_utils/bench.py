@@ -49,11 +49,10 @@ def epoch_costs(config: ExperimentConfig, data: dict, student_kind: str = "image
 
     # The online teacher reads raw inputs: images at the teacher's size and tokenised names.
     online = _OnlineTeacher(end_to_end_teacher(head, data["encoders"]), data["teacher_inputs_train"])
-    raw_train = {k: v for k, v in data["train"].items()}
     costs = {
-        "labels_only": _median_seconds(lambda: run(Objective("ce"), labelled_only(raw_train)), repeats),
+        "labels_only": _median_seconds(lambda: run(Objective("ce"), labelled_only(data["train"])), repeats),
         "kd_cached_teacher": _median_seconds(lambda: run(Objective("soft"), train), repeats),
-        "kd_online_teacher": _median_seconds(lambda: run(Objective("soft"), raw_train, online), max(1, repeats - 2)),
+        "kd_online_teacher": _median_seconds(lambda: run(Objective("soft"), data["train"], online), max(1, repeats - 2)),
     }
     costs["cached_over_labels"] = costs["kd_cached_teacher"] / costs["labels_only"]
     costs["online_over_labels"] = costs["kd_online_teacher"] / costs["labels_only"]
@@ -112,9 +111,8 @@ def run_bench(config_name: str = "cpu", out: str | Path = "results/bench", repea
     from .experiment import raw_teacher_inputs
 
     data["teacher_inputs_train"] = raw_teacher_inputs(data["dataset"]["train"], config, data["encoders"]["text_feat"])
-    n_teacher = len(data["train"]["label"])
     result = {"config": config_name, "versions": library_versions(), "torch_threads": torch.get_num_threads(),
-              "train_rows": n_teacher, "repeats": repeats,
+              "train_rows": len(data["train"]["label"]), "repeats": repeats,
               "epoch_seconds": epoch_costs(config, data, repeats=repeats),
               "inference": inference_costs(config, data)}
     if notebooks:

@@ -1,5 +1,4 @@
 """Data-parallel training (DDP, gloo on CPU) gives the same model as one process."""
-import os
 
 import pytest
 import torch
