@@ -32,6 +32,8 @@ HELP = {
     "text_buckets": "hash buckets of the text student's tokenizer",
     "text_dim": "embedding size of the text student",
     "augment": "shift augmentation for image students (true/false)",
+    "teacher_views": "0, or the number of cached augmented views per training image (view 0 = the original) "
+                     "that image-seeing students train on, each labelled by the teacher (replaces --augment)",
     "T": "distillation temperature",
     "alpha": "weight of the distillation term: (1-alpha)*CE + alpha*KD",
     "feature_weight": "weight of the feature (FitNets hint) term",

@@ -41,6 +41,7 @@ class ExperimentConfig:
     text_dim: int = 64
     student_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr=3e-3, weight_decay=1e-4))
     augment: bool = True  # shift augmentation for image students
+    teacher_views: int = 0  # > 1: image-seeing students train on this many cached views per image, each labelled by the teacher
     T: float = 4.0
     alpha: float = 0.5
     feature_weight: float = 1.0
@@ -69,6 +70,9 @@ class ExperimentConfig:
             raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
         if not 0 <= self.label_noise < 1:
             raise ValueError(f"label_noise must be in [0, 1), got {self.label_noise}")
+        if self.teacher_views < 0 or self.teacher_views == 1:
+            raise ValueError(f"teacher_views must be 0 (off) or at least 2 (view 0 is the original image), "
+                             f"got {self.teacher_views}")
         if not self.seeds:
             raise ValueError("seeds is empty: give at least one seed")
         if not (self.T > 0):

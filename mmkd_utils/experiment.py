@@ -18,7 +18,7 @@ from . import evaluate as ev
 from .config import ExperimentConfig
 from .env import library_versions, pick_device, seed_everything
 from .models import FusionClassifier, HashingTokenizer, ImageCNN, MultimodalStudent, TextBag
-from .train import Objective, cache_teacher_outputs, fit, shift_augment
+from .train import Objective, cache_teacher_outputs, cached_view_augment, fit, shift_augment
 
 TEACHER_INPUTS = {"fusion": ("image_feat", "text_feat"), "text": ("text_feat",), "image": ("image_feat",)}
 
@@ -56,6 +56,12 @@ def prepare_data(config: ExperimentConfig, dataset=None, progress: bool = False)
     out["encoders"] = {"image_feat": image_encoder, "text_feat": text_encoder}
     out["dataset"] = ds  # the DatasetDict the tensors were made from (after ``subset``)
     out["raw_test"] = raw_teacher_inputs(ds["test"].select(range(min(64, len(ds["test"])))), config, text_encoder)
+    if config.teacher_views:  # V augmented views of every training image: teacher features + student pixels
+        from .views import encode_views
+
+        out["train_views"] = encode_views(ds["train"], image_encoder, config.teacher_views,
+                                          teacher_size=config.teacher_image_size,
+                                          student_size=config.student_image_size, seed=config.data_seed, device=device)
     out["clean_train_label"] = out["train"]["label"].clone()
     out["train"]["label"] = corrupt_labels(out["train"]["label"], len(out["class_names"]),
                                            config.label_fraction, config.label_noise, config.data_seed)
@@ -157,13 +163,20 @@ def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = F
     cached = {s: cache_teacher_outputs(teacher, data[s], features=True) for s in (("train", "test") if read_test else ("train",))}
     train = {**data["train"], **cached["train"]}
     teacher_dim = cached["train"]["teacher_feat"].shape[1]
+    views = multi_view_columns(teacher, data) if "train_views" in data else None
     for student_kind in config.students:
         for method in config.methods:
             seed_everything(seed)
             student = build_student(student_kind, config, len(data["class_names"]))
             objective = objective_for(method, config, student.out_dim, teacher_dim)
-            student_train = train if objective.uses_teacher else labelled_only(train)
-            augment = shift_augment() if config.augment and student_kind in ("image", "multimodal") else None
+            student_train, augment = train, None
+            if views is not None and student_kind in ("image", "multimodal"):
+                # every method, labels only too, trains on the same views; a distilled one on the teacher's outputs for them
+                keys = tuple(views) if objective.uses_teacher else ("image",)
+                student_train, augment = {**train, **{k: views[k] for k in keys}}, cached_view_augment(keys)
+            elif config.augment and student_kind in ("image", "multimodal"):
+                augment = shift_augment()
+            student_train = student_train if objective.uses_teacher else labelled_only(student_train)
             hist = fit(student, student_train, data["validation"], objective,
                        _with_seed(config.student_train, seed, config), augment=augment)
             rows.append({"model": f"{student_kind} student", "role": "student", "method": method, "seed": seed,
@@ -175,6 +188,18 @@ def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = F
                 print(f"  seed {seed} {r['model']:<20} {method:<8} val acc {r['val_accuracy']:.3f} ({hist.seconds:.0f} s)",
                       flush=True)
     return rows
+
+
+def multi_view_columns(teacher: FusionClassifier, data: dict) -> dict[str, torch.Tensor]:
+    """The training columns for image-seeing students under cached views: ``image`` (N, V, 3, s, s) and
+    the teacher's ``teacher_logits`` (N, V, C) and ``teacher_feat`` (N, V, D) on each view, computed once
+    from the cached view features (a fusion teacher reads the unchanged text features beside them)."""
+    views = data["train_views"]
+    per_view = []
+    for v in range(views["image_feat"].shape[1]):
+        columns = {**data["train"], "image_feat": views["image_feat"][:, v]}
+        per_view.append(cache_teacher_outputs(teacher, columns, features=True))
+    return {"image": views["image"], **{k: torch.stack([p[k] for p in per_view], dim=1) for k in per_view[0]}}
 
 
 def end_to_end_teacher(head: FusionClassifier, encoders: dict) -> FusionClassifier:

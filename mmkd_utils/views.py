@@ -1,0 +1,119 @@
+"""Cached multi-view teacher outputs: the teacher labels several augmented views of each training
+image once, and the student trains on those very views ("consistent teaching").
+
+Why: a frozen teacher's logits cached on the *clean* image disagree with what the teacher would say
+about the shifted, rescaled image the student actually sees (Beyer et al., "Knowledge distillation: a
+good teacher is patient and consistent", CVPR 2022); running the teacher online on every batch fixes
+that but costs ~15× a plain epoch here (``results/bench``). Caching V views (as in FKD, Shen & Xing,
+ECCV 2022) keeps both: the teacher's features for each view are computed once, on disk, and the
+student's loop only picks a view per example (``train.cached_view_augment``).
+
+Each view is one random affine transform of the source image (64 px), rendered at the teacher's size
+and at the student's size from the same transformed image, so both see the same content. View 0 is
+the untouched image. Introduced in notebook 05.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+VIEWS_VERSION = 1  # bump when the augmentation changes, so cached views are recomputed
+
+
+@dataclass(frozen=True)
+class ViewAugment:
+    """A random affine transform of an emoji on its white background: shift by up to ``max_shift`` of
+    the image size, scale in ``scale``, rotate by up to ``rotate`` degrees, mirror with probability
+    ``flip``. Deterministic given the ``numpy.random.Generator`` passed in."""
+
+    max_shift: float = 0.125
+    scale: tuple[float, float] = (0.8, 1.1)
+    rotate: float = 10.0
+    flip: float = 0.5
+
+    def __post_init__(self):
+        if not 0 <= self.max_shift < 0.5:
+            raise ValueError(f"max_shift is a share of the image size in [0, 0.5), got {self.max_shift}")
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {self.scale}")
+        if not 0 <= self.flip <= 1:
+            raise ValueError(f"flip is a probability in [0, 1], got {self.flip}")
+
+    def __call__(self, image, rng: np.random.Generator):
+        from PIL import Image, ImageOps
+
+        image = image.convert("RGB")
+        w, h = image.size
+        if rng.random() < self.flip:
+            image = ImageOps.mirror(image)
+        s = rng.uniform(*self.scale)
+        angle = np.deg2rad(rng.uniform(-self.rotate, self.rotate))
+        tx, ty = rng.uniform(-self.max_shift, self.max_shift, size=2) * (w, h)
+        # PIL's affine maps output pixels to input pixels: the inverse of "scale and rotate about the
+        # centre, then shift". The border is filled with the white background.
+        cos, sin = np.cos(angle) / s, np.sin(angle) / s
+        cx, cy = w / 2, h / 2
+        a, b, d, e = cos, sin, -sin, cos
+        c = cx - a * (cx + tx) - b * (cy + ty)
+        f = cy - d * (cx + tx) - e * (cy + ty)
+        return image.transform((w, h), Image.Transform.AFFINE, (a, b, c, d, e, f),
+                               resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255))
+
+
+def augmented_views(split, n_views: int, seed: int = 0, augment: ViewAugment | None = None,
+                    column: str = "image") -> list[list]:
+    """``n_views`` PIL images per row of ``split``: view 0 is the original, views 1.. are ``augment``ed
+    with a generator seeded by (seed, row), so the same call always gives the same views."""
+    if n_views < 1:
+        raise ValueError(f"n_views must be at least 1, got {n_views}")
+    augment = augment or ViewAugment()
+    out = []
+    for row, image in enumerate(split[column]):
+        rng = np.random.default_rng([seed, row])
+        out.append([image] + [augment(image, rng) for _ in range(n_views - 1)])
+    return out
+
+
+def encode_views(split, encoder, n_views: int, *, teacher_size: int = 96, student_size: int = 32, seed: int = 0,
+                 augment: ViewAugment | None = None, device="cpu", batch_size: int = 128,
+                 cache: bool = True) -> dict[str, torch.Tensor]:
+    """The frozen image ``encoder``'s features of ``n_views`` views of every training image, and the
+    same views as the student sees them: ``{"image_feat": (N, V, D), "image": (N, V, 3, s, s)}``.
+
+    Cached on disk under a key of the encoder's weights, the data, the views and the sizes; view 0
+    reproduces ``encode_split`` and ``data.images_tensor`` exactly.
+    """
+    from .data import ImageTransform
+    from .encoders import _weights_fingerprint, split_fingerprint
+    from .paths import cache_dir
+
+    augment = augment or ViewAugment()
+    key = hashlib.sha256("|".join(map(str, [
+        VIEWS_VERSION, getattr(encoder, "name", type(encoder).__name__), _weights_fingerprint(encoder),
+        split_fingerprint(split, ["image"]), n_views, seed, sorted(asdict(augment).items()), teacher_size, student_size,
+    ])).encode()).hexdigest()[:24]
+    path = cache_dir() / f"views-{key}.safetensors"
+    if cache and path.exists():
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    views = augmented_views(split, n_views, seed, augment)
+    flat = [im for row in views for im in row]  # row-major: (N * V)
+    teacher_tf, student_tf = ImageTransform(teacher_size), ImageTransform(student_size)
+    encoder = encoder.to(device).eval()
+    feats = []
+    with torch.no_grad():
+        for start in range(0, len(flat), batch_size):
+            x = torch.stack([teacher_tf(im) for im in flat[start:start + batch_size]]).to(device)
+            feats.append(encoder(x).float().cpu())
+    n = len(views)
+    out = {"image_feat": torch.cat(feats).view(n, n_views, -1),
+           "image": torch.stack([student_tf(im) for im in flat]).view(n, n_views, 3, student_size, student_size)}
+    if cache:
+        from .checkpoint import atomic_save_tensors
+
+        atomic_save_tensors(out, path)
+    return out
