@@ -391,6 +391,44 @@ def markdown_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+KEEP_TARGET, PARAMS_TARGET, LATENCY_TARGET = 0.95, 10.0, 5.0  # the course's compression target
+
+
+def compression_summary(table: list[dict], teacher: str) -> list[dict]:
+    """For each student, its distilled method with the best mean *validation* accuracy (never chosen on
+    test), and how it compares with the teacher it learnt from: the share of the teacher's test accuracy
+    it keeps, and how many times fewer parameters and lower CPU latency (batch 1) it has."""
+    by_key = {(e["model"], e["method"]): e for e in table}
+    t = by_key.get((f"teacher ({teacher})", "labels"))
+    out = []
+    for model in dict.fromkeys(e["model"] for e in table if e["model"].endswith("student")):
+        distilled = [e for e in table if e["model"] == model and e["method"] != "labels" and "val_accuracy_mean" in e]
+        if t is None or not distilled or "accuracy_mean" not in t:
+            continue
+        best = max(distilled, key=lambda e: e["val_accuracy_mean"])
+        entry = {"model": model, "method": best["method"], "keeps": best["accuracy_mean"] / t["accuracy_mean"],
+                 "fewer_params": t["params"] / best["params"]}
+        if "latency_ms_b1" in t and "latency_ms_b1" in best:
+            entry["faster"] = t["latency_ms_b1"] / best["latency_ms_b1"]
+        entry["meets_target"] = (entry["keeps"] >= KEEP_TARGET and entry["fewer_params"] >= PARAMS_TARGET
+                                 and entry.get("faster", 0.0) >= LATENCY_TARGET)
+        out.append(entry)
+    return out
+
+
+def compression_markdown(table: list[dict], teacher: str) -> str:
+    """One line per student: does its best distilled method (chosen on validation) keep ≥ 95 % of the
+    teacher's accuracy with ≥ 10× fewer parameters and ≥ 5× lower latency?"""
+    lines = []
+    for e in compression_summary(table, teacher):
+        faster = f"{e['faster']:.0f}× lower latency" if "faster" in e else "latency not measured"
+        verdict = "meets" if e["meets_target"] else "misses"
+        lines.append(f"- {e['model']}, {e['method']} (best distilled method on validation): keeps "
+                     f"{100 * e['keeps']:.1f} % of the {teacher} teacher's test accuracy with {e['fewer_params']:.0f}× "
+                     f"fewer parameters and {faster} — {verdict} the 95 % / 10× / 5× target.")
+    return "\n".join(lines)
+
+
 def write_results(result: dict, out: Path) -> None:
     from .checkpoint import atomic_write_json
 
@@ -453,7 +491,8 @@ def readme_block(results_dir: str | Path) -> str:
                f"torch {result['versions']['torch']}, seeds {', '.join(map(str, result['config']['seeds']))}; "
                f"students distil from the {result['config']['distill_from']} teacher at T = {result['config']['T']}, "
                f"α = {result['config']['alpha']}.")
-    return caption + "\n\n" + markdown_table(result["table"])
+    summary = compression_markdown(result["table"], result["config"]["distill_from"])
+    return caption + "\n\n" + markdown_table(result["table"]) + (f"\n\n{summary}" if summary else "")
 
 
 def publish(readme: str | Path = "README.md", results_root: str | Path = "results") -> list[str]:

@@ -133,3 +133,27 @@ def test_run_seed_without_test_never_touches_the_test_split():
     rows = run_seed(config, data, seed=0, read_test=False)
     assert [r["method"] for r in rows if r["role"] == "student"] == ["labels", "soft"]
     assert all("accuracy" not in r and 0 <= r["val_accuracy"] <= 1 for r in rows)
+
+
+def test_compression_summary_picks_the_distilled_method_on_validation_and_checks_the_target():
+    from mmkd_utils.experiment import compression_markdown, compression_summary
+
+    table = [
+        {"model": "teacher (image)", "method": "labels", "accuracy_mean": 0.80, "val_accuracy_mean": 0.8,
+         "params": 2_000_000, "latency_ms_b1": 10.0},
+        {"model": "image student", "method": "labels", "accuracy_mean": 0.78, "val_accuracy_mean": 0.90,
+         "params": 20_000, "latency_ms_b1": 0.5},
+        {"model": "image student", "method": "soft", "accuracy_mean": 0.70, "val_accuracy_mean": 0.85,
+         "params": 20_000, "latency_ms_b1": 0.5},  # best on validation, worse on test: still the one chosen
+        {"model": "image student", "method": "hard", "accuracy_mean": 0.79, "val_accuracy_mean": 0.80,
+         "params": 20_000, "latency_ms_b1": 0.5},
+    ]
+    [entry] = compression_summary(table, "image")
+    assert entry["method"] == "soft" and entry["keeps"] == pytest.approx(0.875)
+    assert entry["fewer_params"] == pytest.approx(100) and entry["faster"] == pytest.approx(20)
+    assert not entry["meets_target"] and "misses" in compression_markdown(table, "image")
+    table[2]["accuracy_mean"] = 0.77  # 96 % of the teacher
+    assert compression_summary(table, "image")[0]["meets_target"]
+    table[2]["latency_ms_b1"] = 4.0  # only 2.5× faster
+    assert not compression_summary(table, "image")[0]["meets_target"]
+    assert compression_summary(table, "fusion") == []  # no such teacher in the table: nothing claimed
