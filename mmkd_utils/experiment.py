@@ -469,7 +469,10 @@ def command_for(config: dict, jobs: int = 1) -> str:
     default = _jsonable(asdict(get_config(config.get("base", "cpu"))))
     args = []
     for key, value in config.items():
-        if key in ("teacher_train", "student_train") or value == default.get(key):
+        if key in ("teacher_train", "student_train"):  # the CLI sets their epochs and learning rate
+            args += [f"--{key.split('_')[0]}_{k} {value[k]}" for k in ("epochs", "lr") if value[k] != default[key][k]]
+            continue
+        if value == default.get(key):
             continue
         shown = ",".join(map(str, value)) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else value
         args.append(f"--{key} {shown}")

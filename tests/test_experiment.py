@@ -104,7 +104,11 @@ def test_command_for_reproduces_the_configuration():
     from mmkd_utils.__main__ import build_parser, config_from_args
     from mmkd_utils.experiment import _jsonable, command_for
 
-    config = get_config("cpu", name="limited", label_fraction=0.1, students=("image", "text"), augment=False)
+    from dataclasses import replace
+
+    config = get_config("cpu", name="limited", label_fraction=0.1, students=("image", "text"), augment=False,
+                        teacher_views=4)
+    config.student_train = replace(config.student_train, epochs=90, lr=1e-3)
     command = command_for(_jsonable(asdict(config)), jobs=2)
     assert command.startswith("python -m mmkd_utils run --config cpu ") and "--jobs 2" in command
     argv = command.split()[3:]
