@@ -32,6 +32,8 @@ HELP = {
     "text_buckets": "hash buckets of the text student's tokenizer",
     "text_dim": "embedding size of the text student",
     "augment": "shift augmentation for image students (true/false)",
+    "crossfit": "0, or K >= 2 folds (by base emoji): each training row's teacher logits come from a teacher "
+                "trained on the other folds, so they are held-out predictions, not a memorised label",
     "teacher_views": "0, or the number of cached augmented views per training image (view 0 = the original) "
                      "that image-seeing students train on, each labelled by the teacher (replaces --augment)",
     "T": "distillation temperature",

@@ -41,6 +41,7 @@ class ExperimentConfig:
     text_dim: int = 64
     student_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr=3e-3, weight_decay=1e-4))
     augment: bool = True  # shift augmentation for image students
+    crossfit: int = 0  # >= 2: the teacher's outputs on each training row come from a teacher that did not train on it (K folds by base emoji)
     teacher_views: int = 0  # > 1: image-seeing students train on this many cached views per image, each labelled by the teacher
     T: float = 4.0
     alpha: float = 0.5
@@ -73,6 +74,10 @@ class ExperimentConfig:
         if self.teacher_views < 0 or self.teacher_views == 1:
             raise ValueError(f"teacher_views must be 0 (off) or at least 2 (view 0 is the original image), "
                              f"got {self.teacher_views}")
+        if self.crossfit < 0 or self.crossfit == 1:
+            raise ValueError(f"crossfit must be 0 (off) or a number of folds >= 2, got {self.crossfit}")
+        if self.crossfit and self.teacher_views:
+            raise ValueError("crossfit and teacher_views cannot be combined: choose one")
         if not self.seeds:
             raise ValueError("seeds is empty: give at least one seed")
         if not (self.T > 0):

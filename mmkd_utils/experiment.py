@@ -18,7 +18,7 @@ from . import evaluate as ev
 from .config import ExperimentConfig
 from .env import library_versions, pick_device, seed_everything
 from .models import FusionClassifier, HashingTokenizer, ImageCNN, MultimodalStudent, TextBag
-from .train import Objective, cache_teacher_outputs, cached_view_augment, fit, shift_augment
+from .train import Objective, cache_teacher_outputs, cached_view_augment, fit, predict, shift_augment
 
 TEACHER_INPUTS = {"fusion": ("image_feat", "text_feat"), "text": ("text_feat",), "image": ("image_feat",)}
 
@@ -62,6 +62,8 @@ def prepare_data(config: ExperimentConfig, dataset=None, progress: bool = False)
         out["train_views"] = encode_views(ds["train"], image_encoder, config.teacher_views,
                                           teacher_size=config.teacher_image_size,
                                           student_size=config.student_image_size, seed=config.data_seed, device=device)
+    if config.crossfit:
+        out["train_folds"] = folds_by_group(list(ds["train"]["base"]), config.crossfit, config.data_seed)
     out["clean_train_label"] = out["train"]["label"].clone()
     out["train"]["label"] = corrupt_labels(out["train"]["label"], len(out["class_names"]),
                                            config.label_fraction, config.label_noise, config.data_seed)
@@ -98,6 +100,29 @@ def corrupt_labels(labels: torch.Tensor, num_classes: int, label_fraction: float
         hidden = torch.randperm(n, generator=gen)[round(label_fraction * n):]
         labels[hidden] = -1
     return labels
+
+
+def folds_by_group(groups: list, k: int, seed: int = 0) -> torch.Tensor:
+    """A fold id in [0, k) for every row, with all rows of a group (a base emoji and its skin-tone
+    variants, near-duplicates) in the same fold; groups are dealt to folds in a seeded random order."""
+    names = list(dict.fromkeys(groups))
+    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(20_000 + seed)).tolist()
+    fold_of = {names[i]: rank % k for rank, i in enumerate(order)}
+    return torch.tensor([fold_of[g] for g in groups], dtype=torch.long)
+
+
+def crossfit_logits(kind: str, config: ExperimentConfig, data: dict, seed: int) -> torch.Tensor:
+    """Held-out teacher logits for every training row: K teachers of ``kind``, each trained (labelled
+    rows only, same recipe, selected on validation) on all folds but one, predict the fold they left out."""
+    folds, train = data["train_folds"], data["train"]
+    logits = torch.empty(folds.shape[0], len(data["class_names"]))
+    for k in range(int(folds.max()) + 1):
+        seed_everything(seed * 1_000 + k)
+        teacher = build_teacher(kind, config, data)
+        fit(teacher, labelled_only({n: v[folds != k] for n, v in train.items()}), data["validation"],
+            config=_with_seed(config.teacher_train, seed * 1_000 + k, config))
+        logits[folds == k] = predict(teacher, {n: v[folds == k] for n, v in train.items()})
+    return logits
 
 
 def labelled_only(split: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -162,6 +187,8 @@ def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = F
     teacher = teachers[config.distill_from]
     cached = {s: cache_teacher_outputs(teacher, data[s], features=True) for s in (("train", "test") if read_test else ("train",))}
     train = {**data["train"], **cached["train"]}
+    if "train_folds" in data:  # cross-fitting: held-out logits replace the teacher's own (features stay)
+        train["teacher_logits"] = crossfit_logits(config.distill_from, config, data, seed)
     teacher_dim = cached["train"]["teacher_feat"].shape[1]
     views = multi_view_columns(teacher, data) if "train_views" in data else None
     for student_kind in config.students:

@@ -161,3 +161,42 @@ def test_compression_summary_picks_the_distilled_method_on_validation_and_checks
     table[2]["latency_ms_b1"] = 4.0  # only 2.5× faster
     assert not compression_summary(table, "image")[0]["meets_target"]
     assert compression_summary(table, "fusion") == []  # no such teacher in the table: nothing claimed
+
+
+def test_folds_keep_each_group_together_and_are_balanced():
+    from mmkd_utils.experiment import folds_by_group
+
+    groups = [f"base{i // 3}" for i in range(60)]  # 20 groups of 3 near-duplicates
+    folds = folds_by_group(groups, 4, seed=0)
+    for g in set(groups):
+        assert len({int(folds[i]) for i, h in enumerate(groups) if h == g}) == 1
+    assert sorted(torch.bincount(folds).tolist()) == [15, 15, 15, 15]
+    assert torch.equal(folds, folds_by_group(groups, 4, seed=0))
+    assert not torch.equal(folds, folds_by_group(groups, 4, seed=1))
+
+
+def test_crossfit_logits_come_from_teachers_that_never_saw_the_row(monkeypatch):
+    import mmkd_utils.experiment as exp
+
+    config = get_config("tiny", crossfit=3, students=("text",), methods=("soft",), distill_from="text")
+    data = exp.prepare_data(config)
+    seen = []
+    real_fit = exp.fit
+
+    def recording_fit(model, train, *args, **kwargs):
+        seen.append(set(train["index"].tolist()))
+        return real_fit(model, train, *args, **kwargs)
+
+    monkeypatch.setattr(exp, "fit", recording_fit)
+    logits = exp.crossfit_logits("text", config, data, seed=0)
+    folds = data["train_folds"]
+    assert len(seen) == 3 and logits.shape == (folds.shape[0], len(data["class_names"]))
+    for k, trained_on in enumerate(seen):
+        held_out = set(data["train"]["index"][folds == k].tolist())
+        assert held_out and not (trained_on & held_out)  # never trained on the rows it labels
+        assert trained_on | held_out == set(data["train"]["index"].tolist())  # and trained on all the others
+    seen.clear()
+    rows = exp.run_seed(config, data, seed=0, read_test=False)  # the experiment uses them: 1 teacher + 3 folds + 1 student
+    assert len(seen) == 5 and [r["method"] for r in rows] == ["soft"]
+    with pytest.raises(ValueError, match="crossfit"):
+        get_config("tiny", crossfit=1)
