@@ -34,6 +34,8 @@ HELP = {
     "augment": "shift augmentation for image students (true/false)",
     "crossfit": "0, or K >= 2 folds (by base emoji): each training row's teacher logits come from a teacher "
                 "trained on the other folds, so they are held-out predictions, not a memorised label",
+    "transfer_words": "0, or how many words of the text encoder's vocabulary (unlabelled; the teacher labels "
+                      "them) join the distilled text students' training set: a transfer set",
     "teacher_views": "0, or the number of cached augmented views per training image (view 0 = the original) "
                      "that image-seeing students train on, each labelled by the teacher (replaces --augment)",
     "T": "distillation temperature",

@@ -42,6 +42,7 @@ class ExperimentConfig:
     student_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr=3e-3, weight_decay=1e-4))
     augment: bool = True  # shift augmentation for image students
     crossfit: int = 0  # >= 2: the teacher's outputs on each training row come from a teacher that did not train on it (K folds by base emoji)
+    transfer_words: int = 0  # > 0: this many words from the text encoder's vocabulary, labelled by the teacher, join the text student's training set
     teacher_views: int = 0  # > 1: image-seeing students train on this many cached views per image, each labelled by the teacher
     T: float = 4.0
     alpha: float = 0.5
@@ -78,6 +79,8 @@ class ExperimentConfig:
             raise ValueError(f"crossfit must be 0 (off) or a number of folds >= 2, got {self.crossfit}")
         if self.crossfit and self.teacher_views:
             raise ValueError("crossfit and teacher_views cannot be combined: choose one")
+        if self.transfer_words < 0:
+            raise ValueError(f"transfer_words must be >= 0 (0: no transfer set), got {self.transfer_words}")
         if not self.seeds:
             raise ValueError("seeds is empty: give at least one seed")
         if not (self.T > 0):

@@ -62,6 +62,16 @@ def prepare_data(config: ExperimentConfig, dataset=None, progress: bool = False)
         out["train_views"] = encode_views(ds["train"], image_encoder, config.teacher_views,
                                           teacher_size=config.teacher_image_size,
                                           student_size=config.student_image_size, seed=config.data_seed, device=device)
+    if config.transfer_words:  # a transfer set: unlabelled words the teacher labels for the text student
+        import datasets
+
+        words = datasets.Dataset.from_dict({"text": transfer_vocabulary(text_encoder.tokenizer, config.transfer_words,
+                                                                        config.data_seed)})
+        n = len(words)
+        out["transfer"] = {"text_feat": encode_split(words, text_encoder, "text", max_length=config.max_length,
+                                                     device=device, progress=progress),
+                           "text_ids": tokenizer(list(words["text"])), "label": torch.full((n,), -1, dtype=torch.long),
+                           "index": torch.arange(n) + len(ds["train"])}
     if config.crossfit:
         out["train_folds"] = folds_by_group(list(ds["train"]["base"]), config.crossfit, config.data_seed)
     out["clean_train_label"] = out["train"]["label"].clone()
@@ -100,6 +110,39 @@ def corrupt_labels(labels: torch.Tensor, num_classes: int, label_fraction: float
         hidden = torch.randperm(n, generator=gen)[round(label_fraction * n):]
         labels[hidden] = -1
     return labels
+
+
+def transfer_vocabulary(tokenizer, n: int, seed: int = 0) -> list[str]:
+    """``n`` words drawn (seeded) from a Hugging Face tokenizer's vocabulary: whole lower-case ASCII words
+    of at least 3 letters — generic English, chosen without looking at any split of the data."""
+    words = sorted(w for w in tokenizer.get_vocab() if w.isascii() and w.isalpha() and w.islower() and len(w) >= 3)
+    if n > len(words):
+        raise ValueError(f"transfer_words={n} but the tokenizer's vocabulary has only {len(words)} such words")
+    pick = torch.randperm(len(words), generator=torch.Generator().manual_seed(30_000 + seed))[:n]
+    return [words[i] for i in sorted(pick.tolist())]
+
+
+def transfer_columns(teacher: FusionClassifier, data: dict) -> dict[str, torch.Tensor]:
+    """The transfer set's rows for a text student: its token ids and the teacher's logits on each word (a
+    fusion teacher reads the text alone, with the image dropped)."""
+    transfer = data["transfer"]
+    drop = {k for k in teacher.inputs if k != "text_feat"}
+    logits = predict(teacher, transfer, drop=drop) if drop else predict(teacher, transfer)
+    return {"text_ids": transfer["text_ids"], "label": transfer["label"], "index": transfer["index"],
+            "teacher_logits": logits}
+
+
+def append_rows(data: dict[str, torch.Tensor], extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The columns of ``extra`` with its rows after those of ``data``; token ids (``text_ids``, padded with
+    id 0) are widened to the longer of the two."""
+    out = {}
+    for k, more in extra.items():
+        base = data[k]
+        if k == "text_ids":
+            width = max(base.shape[1], more.shape[1])
+            base, more = (torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in (base, more))
+        out[k] = torch.cat([base, more])
+    return out
 
 
 def folds_by_group(groups: list, k: int, seed: int = 0) -> torch.Tensor:
@@ -203,6 +246,8 @@ def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = F
                 student_train, augment = {**train, **{k: views[k] for k in keys}}, cached_view_augment(keys)
             elif config.augment and student_kind in ("image", "multimodal"):
                 augment = shift_augment()
+            if "transfer" in data and student_kind == "text" and objective.kind != "ce":
+                student_train = append_rows(train, transfer_columns(teacher, data))
             student_train = student_train if objective.uses_teacher else labelled_only(student_train)
             hist = fit(student, student_train, data["validation"], objective,
                        _with_seed(config.student_train, seed, config), augment=augment)

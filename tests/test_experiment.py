@@ -200,3 +200,29 @@ def test_crossfit_logits_come_from_teachers_that_never_saw_the_row(monkeypatch):
     assert len(seen) == 5 and [r["method"] for r in rows] == ["soft"]
     with pytest.raises(ValueError, match="crossfit"):
         get_config("tiny", crossfit=1)
+
+
+def test_transfer_set_is_generic_vocabulary_labelled_by_the_teacher(text_encoder, monkeypatch):
+    import mmkd_utils.experiment as exp
+
+    words = exp.transfer_vocabulary(text_encoder.tokenizer, 200, seed=0)
+    assert len(set(words)) == 200 and words == exp.transfer_vocabulary(text_encoder.tokenizer, 200, seed=0)
+    assert all(w.isalpha() and w.islower() and len(w) >= 3 for w in words)
+    assert words != exp.transfer_vocabulary(text_encoder.tokenizer, 200, seed=1)
+    with pytest.raises(ValueError, match="transfer_words"):
+        exp.transfer_vocabulary(text_encoder.tokenizer, 10**6)
+
+    config = get_config("tiny", transfer_words=64, students=("text",), methods=("labels", "soft"))
+    data = exp.prepare_data(config)
+    teacher = exp.build_teacher("fusion", config, data).eval()
+    extra = exp.transfer_columns(teacher, data)
+    assert extra["teacher_logits"].shape == (64, len(data["class_names"])) and (extra["label"] == -1).all()
+    with torch.no_grad():  # the fusion teacher reads the word alone, its image dropped
+        expected = teacher({"text_feat": data["transfer"]["text_feat"]}, drop={"image_feat"})
+    assert torch.allclose(extra["teacher_logits"], expected, atol=1e-5)
+    sizes = []
+    real_fit = exp.fit
+    monkeypatch.setattr(exp, "fit", lambda model, train, *a, **k: sizes.append(train["label"].shape[0]) or real_fit(model, train, *a, **k))
+    exp.run_seed(config, data, seed=0, read_test=False)
+    n_labelled = int((data["train"]["label"] >= 0).sum())
+    assert sizes[1:] == [n_labelled, data["train"]["label"].shape[0] + 64]  # labels only: no transfer rows
