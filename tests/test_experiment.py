@@ -155,7 +155,9 @@ def test_compression_summary_picks_the_distilled_method_on_validation_and_checks
     [entry] = compression_summary(table, "image")
     assert entry["method"] == "soft" and entry["keeps"] == pytest.approx(0.875)
     assert entry["fewer_params"] == pytest.approx(100) and entry["faster"] == pytest.approx(20)
+    assert entry["keeps_labels_only"] == pytest.approx(0.975)
     assert not entry["meets_target"] and "misses" in compression_markdown(table, "image")
+    assert "(labels only: 97.5 %)" in compression_markdown(table, "image")
     table[2]["accuracy_mean"] = 0.77  # 96 % of the teacher
     assert compression_summary(table, "image")[0]["meets_target"]
     table[2]["latency_ms_b1"] = 4.0  # only 2.5× faster
