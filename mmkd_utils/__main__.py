@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tune instead of run: comma-separated temperatures to try on validation (test never read)")
     run.add_argument("--tune_alpha", type=lambda v: tuple(float(x) for x in v.split(",")), default=None,
                      help="with --tune_T: comma-separated α values to try")
+    run.add_argument("--tune_fusion", type=lambda v: tuple(x.strip() for x in v.split(",") if x.strip()), default=None,
+                     help="select instead of run: comma-separated fusion types for the fusion teacher, compared on "
+                          "validation (test never read)")
     run.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     bench = sub.add_parser("bench", help="measure epoch cost (labels / cached KD / online KD), latency, nbval time")
     bench.add_argument("--config", default="cpu", choices=sorted(CONFIGS))
@@ -146,6 +149,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         rank = _init_distributed(config)
         if args.jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise SystemExit("--jobs > 1 cannot be combined with torchrun: use one or the other")
+        if args.tune_fusion:
+            from .experiment import select_fusion
+
+            result = select_fusion(config, args.tune_fusion)
+            for e in result["grid"]:
+                print(f"fusion {e['fusion']}: teacher val acc {100 * e['val_accuracy_mean']:.1f} ± {100 * e['val_accuracy_std']:.1f}")
+            print(f"best on validation: {result['best']}")
+            return
         if args.tune_T or args.tune_alpha:
             from .experiment import tune
 

@@ -358,6 +358,39 @@ def tune(config: ExperimentConfig, temperatures: tuple[float, ...], alphas: tupl
     return result
 
 
+def select_fusion(config: ExperimentConfig, fusions: tuple[str, ...] = ("concat", "gated", "attention")) -> dict:
+    """Choose the fusion teacher's fusion type on the validation split only: train it with each type for
+    every seed of ``config`` and record its best validation accuracy; the test split is never read.
+    Writes ``<out_dir>/<name>/fusion.{json,md}`` and returns the grid and the best type."""
+    from dataclasses import replace
+
+    start = time.perf_counter()
+    data = prepare_data(config)
+    data["test"] = None  # not read: selection uses validation only
+    scores: dict[str, list[float]] = {}
+    for fusion in fusions:
+        for seed in config.seeds:
+            seed_everything(seed)
+            teacher = build_teacher("fusion", replace(config, fusion=fusion), data)
+            hist = fit(teacher, labelled_only(data["train"]), data["validation"], config=_with_seed(config.teacher_train, seed, config))
+            scores.setdefault(fusion, []).append(hist.best_score)
+    grid = [{"fusion": f, "val_accuracy_mean": ev.summarize(v)[0], "val_accuracy_std": ev.summarize(v)[1], "n_seeds": len(v)}
+            for f, v in scores.items()]
+    best = max(grid, key=lambda e: e["val_accuracy_mean"])
+    result = {"config": _jsonable(asdict(config)), "versions": library_versions(),
+              "seconds": time.perf_counter() - start, "grid": grid, "best": best["fusion"]}
+    out = Path(config.out_dir) / config.name
+    out.mkdir(parents=True, exist_ok=True)
+    from .checkpoint import atomic_write_json
+
+    atomic_write_json(result, out / "fusion.json")
+    lines = ["| fusion | teacher val acc (%) |", "|---|---|"]
+    lines += [f"| {e['fusion']} | {100 * e['val_accuracy_mean']:.1f} ± {100 * e['val_accuracy_std']:.1f}"
+              f"{' ← best' if e is best else ''} |" for e in grid]
+    (out / "fusion.md").write_text("\n".join(lines) + "\n", encoding="utf8")
+    return result
+
+
 def run(config: ExperimentConfig, progress: bool = True, dataset=None, jobs: int = 1) -> dict:
     """Run the experiment over all seeds and write ``results.json``, ``results.md`` and a figure.
 

@@ -228,3 +228,17 @@ def test_transfer_set_is_generic_vocabulary_labelled_by_the_teacher(text_encoder
     exp.run_seed(config, data, seed=0, read_test=False)
     n_labelled = int((data["train"]["label"] >= 0).sum())
     assert sizes[1:] == [n_labelled, data["train"]["label"].shape[0] + 64]  # labels only: no transfer rows
+
+
+def test_fusion_selection_reads_validation_only(tmp_path, monkeypatch):
+    import mmkd_utils.experiment as exp
+
+    config = get_config("tiny", out_dir=str(tmp_path))
+    real_prepare = exp.prepare_data
+    monkeypatch.setattr(exp, "prepare_data", lambda c: {**real_prepare(c), "test": None})  # a test read would fail
+    result = exp.select_fusion(config, ("concat", "gated"))
+    assert [e["fusion"] for e in result["grid"]] == ["concat", "gated"]
+    assert result["best"] == max(result["grid"], key=lambda e: e["val_accuracy_mean"])["fusion"]
+    assert "← best" in (tmp_path / "tiny" / "fusion.md").read_text()
+    with pytest.raises(ValueError, match="fusion"):
+        exp.select_fusion(config, ("concat", "bilinear"))
