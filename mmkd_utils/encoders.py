@@ -171,21 +171,43 @@ def encode_split(split, encoder: nn.Module, modality: str, *, column: str | None
     ``modality`` is "image" or "text". The cache key hashes the encoder's weights, the data and the
     preprocessing, so any change to one of them recomputes the features.
     """
-    from .data import ImageTransform
-    from .paths import cache_dir
-
     if modality not in ("image", "text"):
         raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
     column = column or modality
-    key = hashlib.sha256("|".join([
-        modality, getattr(encoder, "name", type(encoder).__name__), _weights_fingerprint(encoder),
-        split_fingerprint(split, [column]), str(image_size if modality == "image" else max_length),
-    ]).encode()).hexdigest()[:24]
-    path = cache_dir() / f"features-{modality}-{key}.safetensors"
+    key_parts = [modality, getattr(encoder, "name", type(encoder).__name__), _weights_fingerprint(encoder),
+                 split_fingerprint(split, [column]), str(image_size if modality == "image" else max_length)]
+
+    def compute() -> dict[str, torch.Tensor]:
+        return {"features": _encode(split, encoder, modality, column, image_size, max_length, batch_size, device, progress)}
+
+    return cached_tensors(f"features-{modality}", key_parts, compute, cache)["features"]
+
+
+def cached_tensors(prefix: str, key_parts: list, compute, cache: bool = True) -> dict[str, torch.Tensor]:
+    """``compute()``'s dict of tensors, kept on disk as ``<cache_dir>/<prefix>-<key>.safetensors`` where
+    the key hashes ``key_parts`` (everything the result depends on); loaded instead of recomputed when
+    present. Written atomically, so an interrupted run leaves no half file."""
+    from .paths import cache_dir
+
+    key = hashlib.sha256("|".join(map(str, key_parts)).encode()).hexdigest()[:24]
+    path = cache_dir() / f"{prefix}-{key}.safetensors"
     if cache and path.exists():
         from safetensors.torch import load_file
 
-        return load_file(str(path))["features"]
+        return load_file(str(path))
+    out = compute()
+    if cache:
+        from .checkpoint import atomic_save_tensors
+
+        atomic_save_tensors(out, path)
+    return out
+
+
+@torch.no_grad()
+def _encode(split, encoder: nn.Module, modality: str, column: str, image_size: int, max_length: int,
+            batch_size: int, device, progress: bool) -> torch.Tensor:
+    from .data import ImageTransform
+
     encoder = encoder.to(device).eval()
     values = list(split[column])
     chunks = []
@@ -204,9 +226,4 @@ def encode_split(split, encoder: nn.Module, modality: str, *, column: str | None
             tok = encoder.tokenizer(list(chunk), padding=True, truncation=True, max_length=max_length,
                                     return_tensors="pt").to(device)
             chunks.append(encoder(tok["input_ids"], tok["attention_mask"]).float().cpu())
-    features = torch.cat(chunks)
-    if cache:
-        from .checkpoint import atomic_save_tensors
-
-        atomic_save_tensors({"features": features}, path)
-    return features
+    return torch.cat(chunks)

@@ -14,7 +14,6 @@ the untouched image. Introduced in notebook 05.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -87,33 +86,23 @@ def encode_views(split, encoder, n_views: int, *, teacher_size: int = 96, studen
     reproduces ``encode_split`` and ``data.images_tensor`` exactly.
     """
     from .data import ImageTransform
-    from .encoders import _weights_fingerprint, split_fingerprint
-    from .paths import cache_dir
+    from .encoders import _weights_fingerprint, cached_tensors, split_fingerprint
 
     augment = augment or ViewAugment()
-    key = hashlib.sha256("|".join(map(str, [
-        VIEWS_VERSION, getattr(encoder, "name", type(encoder).__name__), _weights_fingerprint(encoder),
-        split_fingerprint(split, ["image"]), n_views, seed, sorted(asdict(augment).items()), teacher_size, student_size,
-    ])).encode()).hexdigest()[:24]
-    path = cache_dir() / f"views-{key}.safetensors"
-    if cache and path.exists():
-        from safetensors.torch import load_file
+    key_parts = [VIEWS_VERSION, getattr(encoder, "name", type(encoder).__name__), _weights_fingerprint(encoder),
+                 split_fingerprint(split, ["image"]), n_views, seed, sorted(asdict(augment).items()), teacher_size,
+                 student_size]
 
-        return load_file(str(path))
-    views = augmented_views(split, n_views, seed, augment)
-    flat = [im for row in views for im in row]  # row-major: (N * V)
-    teacher_tf, student_tf = ImageTransform(teacher_size), ImageTransform(student_size)
-    encoder = encoder.to(device).eval()
-    feats = []
-    with torch.no_grad():
-        for start in range(0, len(flat), batch_size):
-            x = torch.stack([teacher_tf(im) for im in flat[start:start + batch_size]]).to(device)
-            feats.append(encoder(x).float().cpu())
-    n = len(views)
-    out = {"image_feat": torch.cat(feats).view(n, n_views, -1),
-           "image": torch.stack([student_tf(im) for im in flat]).view(n, n_views, 3, student_size, student_size)}
-    if cache:
-        from .checkpoint import atomic_save_tensors
+    @torch.no_grad()
+    def compute() -> dict[str, torch.Tensor]:
+        views = augmented_views(split, n_views, seed, augment)
+        flat = [im for row in views for im in row]  # row-major: (N * V)
+        teacher_tf, student_tf = ImageTransform(teacher_size), ImageTransform(student_size)
+        model = encoder.to(device).eval()
+        feats = [model(torch.stack([teacher_tf(im) for im in flat[start:start + batch_size]]).to(device)).float().cpu()
+                 for start in range(0, len(flat), batch_size)]
+        n = len(views)
+        return {"image_feat": torch.cat(feats).view(n, n_views, -1),
+                "image": torch.stack([student_tf(im) for im in flat]).view(n, n_views, 3, student_size, student_size)}
 
-        atomic_save_tensors(out, path)
-    return out
+    return cached_tensors("views", key_parts, compute, cache)
