@@ -234,6 +234,7 @@ def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = F
         train["teacher_logits"] = crossfit_logits(config.distill_from, config, data, seed)
     teacher_dim = cached["train"]["teacher_feat"].shape[1]
     views = multi_view_columns(teacher, data) if "train_views" in data else None
+    transfer = transfer_columns(teacher, data) if "transfer" in data else None
     for student_kind in config.students:
         for method in config.methods:
             seed_everything(seed)
@@ -246,8 +247,8 @@ def run_seed(config: ExperimentConfig, data: dict, seed: int, progress: bool = F
                 student_train, augment = {**train, **{k: views[k] for k in keys}}, cached_view_augment(keys)
             elif config.augment and student_kind in ("image", "multimodal"):
                 augment = shift_augment()
-            if "transfer" in data and student_kind == "text" and objective.kind != "ce":
-                student_train = append_rows(train, transfer_columns(teacher, data))
+            if transfer is not None and student_kind == "text" and objective.kind != "ce":
+                student_train = append_rows(train, transfer)
             student_train = student_train if objective.uses_teacher else labelled_only(student_train)
             hist = fit(student, student_train, data["validation"], objective,
                        _with_seed(config.student_train, seed, config), augment=augment)
@@ -336,8 +337,7 @@ def tune(config: ExperimentConfig, temperatures: tuple[float, ...], alphas: tupl
         for r in rows:
             if r["role"] == "student":
                 grid.setdefault((r["model"], r["method"], cfg.T, cfg.alpha), []).append(r["val_accuracy"])
-    entries = [{"model": m, "method": k, "T": t, "alpha": a, "val_accuracy_mean": ev.summarize(v)[0],
-                "val_accuracy_std": ev.summarize(v)[1], "n_seeds": len(v)} for (m, k, t, a), v in grid.items()]
+    entries = [{"model": m, "method": k, "T": t, "alpha": a, **_val_summary(v)} for (m, k, t, a), v in grid.items()]
     best = {}
     for e in entries:
         key = f"{e['model']} · {e['method']}"
@@ -345,17 +345,31 @@ def tune(config: ExperimentConfig, temperatures: tuple[float, ...], alphas: tupl
             best[key] = e
     result = {"config": _jsonable(asdict(config)), "temperatures": list(temperatures), "alphas": list(alphas),
               "versions": library_versions(), "seconds": time.perf_counter() - start, "grid": entries, "best": best}
-    out = Path(config.out_dir) / config.name
-    out.mkdir(parents=True, exist_ok=True)
+    lines = ["| student · method | T | α | val acc (%) |", "|---|---:|---:|---|"]
+    lines += [f"| {e['model']} · {e['method']} | {e['T']} | {e['alpha']} | {_val_cell(e, best[e['model'] + ' · ' + e['method']])} |"
+              for e in entries]
+    _write_selection(config, "tune", result, lines)
+    return result
+
+
+def _val_summary(values: list[float]) -> dict:
+    mean, std = ev.summarize(values)
+    return {"val_accuracy_mean": mean, "val_accuracy_std": std, "n_seeds": len(values)}
+
+
+def _val_cell(entry: dict, best: dict) -> str:
+    return (f"{100 * entry['val_accuracy_mean']:.1f} ± {100 * entry['val_accuracy_std']:.1f}"
+            f"{' ← best' if entry is best else ''}")
+
+
+def _write_selection(config: ExperimentConfig, stem: str, result: dict, lines: list[str]) -> None:
+    """A validation-only selection's files: ``<out_dir>/<name>/<stem>.json`` and its table ``<stem>.md``."""
     from .checkpoint import atomic_write_json
 
-    atomic_write_json(result, out / "tune.json")
-    lines = ["| student · method | T | α | val acc (%) |", "|---|---:|---:|---|"]
-    lines += [f"| {e['model']} · {e['method']} | {e['T']} | {e['alpha']} | {100 * e['val_accuracy_mean']:.1f} ± "
-              f"{100 * e['val_accuracy_std']:.1f}{' ← best' if best[e['model'] + ' · ' + e['method']] is e else ''} |"
-              for e in entries]
-    (out / "tune.md").write_text("\n".join(lines) + "\n", encoding="utf8")
-    return result
+    out = Path(config.out_dir) / config.name
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(result, out / f"{stem}.json")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf8")
 
 
 def select_fusion(config: ExperimentConfig, fusions: tuple[str, ...] = ("concat", "gated", "attention")) -> dict:
@@ -374,20 +388,12 @@ def select_fusion(config: ExperimentConfig, fusions: tuple[str, ...] = ("concat"
             teacher = build_teacher("fusion", replace(config, fusion=fusion), data)
             hist = fit(teacher, labelled_only(data["train"]), data["validation"], config=_with_seed(config.teacher_train, seed, config))
             scores.setdefault(fusion, []).append(hist.best_score)
-    grid = [{"fusion": f, "val_accuracy_mean": ev.summarize(v)[0], "val_accuracy_std": ev.summarize(v)[1], "n_seeds": len(v)}
-            for f, v in scores.items()]
+    grid = [{"fusion": f, **_val_summary(v)} for f, v in scores.items()]
     best = max(grid, key=lambda e: e["val_accuracy_mean"])
     result = {"config": _jsonable(asdict(config)), "versions": library_versions(),
               "seconds": time.perf_counter() - start, "grid": grid, "best": best["fusion"]}
-    out = Path(config.out_dir) / config.name
-    out.mkdir(parents=True, exist_ok=True)
-    from .checkpoint import atomic_write_json
-
-    atomic_write_json(result, out / "fusion.json")
-    lines = ["| fusion | teacher val acc (%) |", "|---|---|"]
-    lines += [f"| {e['fusion']} | {100 * e['val_accuracy_mean']:.1f} ± {100 * e['val_accuracy_std']:.1f}"
-              f"{' ← best' if e is best else ''} |" for e in grid]
-    (out / "fusion.md").write_text("\n".join(lines) + "\n", encoding="utf8")
+    lines = ["| fusion | teacher val acc (%) |", "|---|---|"] + [f"| {e['fusion']} | {_val_cell(e, best)} |" for e in grid]
+    _write_selection(config, "fusion", result, lines)
     return result
 
 

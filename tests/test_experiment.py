@@ -99,12 +99,10 @@ def test_summary_table_pairs_runs_by_seed():
 
 
 def test_command_for_reproduces_the_configuration():
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from mmkd_utils.__main__ import build_parser, config_from_args
     from mmkd_utils.experiment import _jsonable, command_for
-
-    from dataclasses import replace
 
     config = get_config("cpu", name="limited", label_fraction=0.1, students=("image", "text"), augment=False,
                         teacher_views=4)
