@@ -1,6 +1,6 @@
 """Command line: ``python -m mmkd_utils run --config cpu [--field value ...]``.
 
-Every field of ``ExperimentConfig`` is an option; ``python -m mmkd_utils run --help`` lists them with
+Every field of ``ExperimentConfig`` is an option (``--data FOLDER --label COLUMN`` runs on your own data); ``python -m mmkd_utils run --help`` lists them with
 their defaults. Results go to ``<out_dir>/<name>/results.{json,md}``.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from .config import CONFIGS, ExperimentConfig, get_config
 
 HELP = {
     "name": "name of the results subfolder (default: the config's name)",
-    "label": "label granularity: group (9 classes) or subgroup (98)",
+    "data": "the dataset: openmoji (shipped) or a folder of images with a metadata.csv (file_name, text, label columns)",
+    "label": "the label column (a ClassLabel column): OpenMoji has group (9 classes) and subgroup (98)",
     "text_encoder": "pretrained text encoder: all-MiniLM-L6-v2 (offline) or a Hugging Face name",
     "image_encoder": "pretrained image encoder: mobilenet_v2 (offline) or a torchvision name such as resnet18",
     "teacher_image_size": "image size (px) the image encoder sees",
@@ -128,6 +129,13 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    try:
+        _command(args)
+    except (ValueError, FileNotFoundError) as err:  # bad input: the message names the problem and the fix
+        raise SystemExit(f"error: {err}") from err
+
+
+def _command(args: argparse.Namespace) -> None:
     if args.command == "bench":
         from .bench import bench_markdown, run_bench
 
@@ -139,11 +147,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             remeasure(folder)
             print(f"remeasured {folder}")
     elif args.command == "publish":
-        from .experiment import publish
+        from .report import publish
 
         print("refreshed:", ", ".join(publish(args.readme, args.results)) or "no results blocks in the README")
     elif args.command == "run":
-        from .experiment import markdown_table, run
+        from .experiment import run
+        from .report import markdown_table
 
         config = config_from_args(args)
         rank = _init_distributed(config)

@@ -21,8 +21,13 @@ import torch
 from . import evaluate as ev
 from .config import ExperimentConfig, get_config
 from .env import library_versions, seed_everything
-from .experiment import build_student, build_teacher, end_to_end_teacher, labelled_only, prepare_data, slice_inputs
-from .train import Objective, TrainConfig, cache_teacher_outputs, fit
+from .objective import Objective
+from .prepare import PreparedData, prepare_data, raw_teacher_inputs, slice_inputs
+from .recipes import build_student, build_teacher, end_to_end_teacher
+from .regimes import labelled_only
+from .report import bench_markdown
+from .signals import cache_teacher_outputs
+from .train import TrainConfig, fit
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -34,25 +39,26 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def epoch_costs(config: ExperimentConfig, data: dict, student_kind: str = "image", repeats: int = 3) -> dict:
+def epoch_costs(config: ExperimentConfig, data: PreparedData, student_kind: str = "image", repeats: int = 3) -> dict:
     """Median seconds for one training epoch: labels only / cached teacher logits / online teacher."""
     seed_everything(0)
     head = build_teacher("fusion", config, data)
-    fit(head, labelled_only(data["train"]), data["validation"], config=replace(config.teacher_train, epochs=5))
-    train = {**data["train"], **cache_teacher_outputs(head, data["train"])}
+    fit(head, labelled_only(data.train), data.validation, config=replace(config.teacher_train, epochs=5))
+    train = {**data.train, **cache_teacher_outputs(head, data.train)}
     one_epoch = TrainConfig(epochs=1, lr=config.student_train.lr, batch_size=config.student_train.batch_size)
-    n_classes = len(data["class_names"])
+    n_classes = data.num_classes
 
     def run(objective, train_data, teacher=None):
         seed_everything(0)
         fit(build_student(student_kind, config, n_classes), train_data, None, objective, one_epoch, teacher=teacher)
 
     # The online teacher reads raw inputs: images at the teacher's size and tokenised names.
-    online = _OnlineTeacher(end_to_end_teacher(head, data["encoders"]), data["teacher_inputs_train"])
+    raw_train = raw_teacher_inputs(data.dataset["train"], config, data.encoders)
+    online = _OnlineTeacher(end_to_end_teacher(head, data.encoders), raw_train)
     costs = {
-        "labels_only": _median_seconds(lambda: run(Objective("ce"), labelled_only(data["train"])), repeats),
+        "labels_only": _median_seconds(lambda: run(Objective("ce"), labelled_only(data.train)), repeats),
         "kd_cached_teacher": _median_seconds(lambda: run(Objective("soft"), train), repeats),
-        "kd_online_teacher": _median_seconds(lambda: run(Objective("soft"), data["train"], online), max(1, repeats - 2)),
+        "kd_online_teacher": _median_seconds(lambda: run(Objective("soft"), data.train, online), max(1, repeats - 2)),
     }
     costs["cached_over_labels"] = costs["kd_cached_teacher"] / costs["labels_only"]
     costs["online_over_labels"] = costs["kd_online_teacher"] / costs["labels_only"]
@@ -70,23 +76,24 @@ class _OnlineTeacher(torch.nn.Module):
         return self.teacher(slice_inputs(self.raw, self.raw, batch["index"].cpu()))
 
 
-def inference_costs(config: ExperimentConfig, data: dict) -> list[dict]:
+def inference_costs(config: ExperimentConfig, data: PreparedData) -> list[dict]:
     """Parameters, size and CPU latency / throughput at batch 1 and 64: the teacher (with its encoders)
     and each student."""
     rows = []
     seed_everything(0)
     head = build_teacher("fusion", config, data)
-    teacher = end_to_end_teacher(head, data["encoders"])
+    teacher = end_to_end_teacher(head, data.encoders)
+
     def teacher_batch(bs: int) -> dict:
-        return slice_inputs(data["raw_test"], head.inputs, slice(0, bs))
+        return slice_inputs(data.raw_test, head.inputs, slice(0, bs))
 
     rows.append({"model": "teacher (fusion, with encoders)", "params": ev.count_parameters(teacher),
                  "size_mb": ev.size_on_disk(teacher) / 1e6, **ev.latency(teacher, teacher_batch, repeats=10)})
     for kind in config.students:
-        student = build_student(kind, config, len(data["class_names"]))
+        student = build_student(kind, config, data.num_classes)
         rows.append({"model": f"{kind} student", "params": ev.count_parameters(student),
                      "size_mb": ev.size_on_disk(student) / 1e6,
-                     **ev.latency(student, ev.first_rows(data["test"], student.inputs), repeats=30)})
+                     **ev.latency(student, ev.first_rows(data.test, student.inputs), repeats=30)})
     return rows
 
 
@@ -108,11 +115,8 @@ def run_bench(config_name: str = "cpu", out: str | Path = "results/bench", repea
     config = get_config(config_name)
     start = time.perf_counter()
     data = prepare_data(config)
-    from .experiment import raw_teacher_inputs
-
-    data["teacher_inputs_train"] = raw_teacher_inputs(data["dataset"]["train"], config, data["encoders"]["text_feat"])
     result = {"config": config_name, "versions": library_versions(), "torch_threads": torch.get_num_threads(),
-              "train_rows": len(data["train"]["label"]), "repeats": repeats,
+              "train_rows": len(data.train["label"]), "repeats": repeats,
               "epoch_seconds": epoch_costs(config, data, repeats=repeats),
               "inference": inference_costs(config, data)}
     if notebooks:
@@ -123,22 +127,3 @@ def run_bench(config_name: str = "cpu", out: str | Path = "results/bench", repea
     (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf8")
     (out / "bench.md").write_text(bench_markdown(result), encoding="utf8")
     return result
-
-
-def bench_markdown(result: dict) -> str:
-    e = result["epoch_seconds"]
-    lines = [f"Benchmark on {result['torch_threads']} CPU thread(s), median of {result['repeats']} repeats.", "",
-             "| one epoch of the image student | seconds | × labels only |", "|---|---:|---:|",
-             f"| labels only | {e['labels_only']:.2f} | 1.00 |",
-             f"| distillation, cached teacher logits | {e['kd_cached_teacher']:.2f} | {e['cached_over_labels']:.2f} |",
-             f"| distillation, teacher run online | {e['kd_online_teacher']:.2f} | {e['online_over_labels']:.2f} |",
-             "", "| model | params | size (MB) | latency b=1 (ms) | latency b=64 (ms) | throughput b=64 (/s) |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in result["inference"]:
-        lines.append(f"| {r['model']} | {r['params']:,} | {r['size_mb']:.2f} | {r['latency_ms_b1']:.2f} | "
-                     f"{r['latency_ms_b64']:.1f} | {r['throughput_b64']:.0f} |")
-    if "nbval_seconds" in result:
-        lines += ["", "| notebook | nbval seconds |", "|---|---:|"]
-        lines += [f"| {Path(p).name} | {s:.1f} |" for p, s in result["nbval_seconds"].items()]
-        lines.append(f"| **all** | **{sum(result['nbval_seconds'].values()):.1f}** |")
-    return "\n".join(lines) + "\n"

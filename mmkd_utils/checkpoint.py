@@ -99,3 +99,60 @@ def load_checkpoint(model: nn.Module, folder: str | Path, expected_config: dict 
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     meta["extra"] = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
     return meta
+
+
+# ------------------------------------------------------------------------ a run's training state
+def save_training_state(folder: Path, model, optimizer, scheduler, objective, next_epoch: int, history, best_state,
+                        config) -> None:
+    """The whole state of a run after an epoch (weights, best weights, optimiser, schedule, RNG, history), so
+    that ``fit(..., resume=True)`` ends exactly as an uninterrupted run. Written by ``train.fit``."""
+    from dataclasses import asdict
+
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if best_state is not None:
+        tensors.update({f"best.{k}": v for k, v in best_state.items()})
+    for module in objective.trainable_modules():
+        tensors.update({f"feature_loss.{k}": v for k, v in module.state_dict().items()})
+    opt_state = optimizer.state_dict()
+    for pid, st in opt_state["state"].items():
+        for k, v in st.items():
+            tensors[f"optim.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    atomic_save_tensors(tensors, folder / "state.safetensors")
+    atomic_write_json({"next_epoch": next_epoch, "history": asdict(history), "config": asdict(config),
+                       "optimizer_param_groups": opt_state["param_groups"],
+                       "scheduler": scheduler.state_dict() if scheduler is not None else None},
+                      folder / "state.json")
+
+
+def load_training_state(folder: Path, model, optimizer, scheduler, objective, device) -> tuple[int, dict, dict | None]:
+    """Restore what ``save_training_state`` wrote into ``model``, ``optimizer``, ``scheduler`` and the feature
+    loss; returns (next epoch, the history as a dict, the best weights so far or None)."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((folder / "state.json").read_text(encoding="utf8"))
+    tensors = load_file(str(folder / "state.safetensors"))
+    own = model.state_dict()
+    saved = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    if set(saved) != set(own) or any(saved[k].shape != own[k].shape for k in own):
+        raise ValueError(f"the training state in {folder} belongs to another model or configuration; "
+                         "delete the folder or use another checkpoint_dir")
+    model.load_state_dict(saved)
+    best = {k[len("best."):]: v.to(device) for k, v in tensors.items() if k.startswith("best.")} or None
+    for module in objective.trainable_modules():
+        module.load_state_dict({k[len("feature_loss."):]: v for k, v in tensors.items()
+                                                if k.startswith("feature_loss.")})
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_param_groups"]})
+    if scheduler is not None and meta["scheduler"] is not None:
+        scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return meta["next_epoch"], meta["history"], best

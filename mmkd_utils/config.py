@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
+from .losses import check_alpha, check_temperature
+from .recipes import METHODS, STUDENTS, TEACHERS
+from .signals import active_signals
 from .train import TrainConfig
-
-STUDENTS = ("image", "text", "multimodal")
-METHODS = ("labels", "soft", "hard", "logit", "feature")
-TEACHERS = ("fusion", "text", "image")
 
 
 @dataclass
@@ -19,7 +18,8 @@ class ExperimentConfig:
     """Everything one experiment needs. Each field is a CLI option (``--field value``)."""
 
     name: str = "cpu"
-    label: str = "group"  # "group" (9 classes) or "subgroup" (98)
+    data: str = "openmoji"  # "openmoji" (shipped) or a folder of images with a metadata.csv
+    label: str = "group"  # any ClassLabel column: OpenMoji has "group" (9 classes) and "subgroup" (98)
     # teacher side: pretrained encoders (frozen, features cached) + a fusion head
     text_encoder: str = "all-MiniLM-L6-v2"
     image_encoder: str = "mobilenet_v2"
@@ -32,7 +32,7 @@ class ExperimentConfig:
     teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=60, lr=1e-3, weight_decay=0.05, batch_size=128, patience=15))
     # students
-    students: tuple[str, ...] = STUDENTS
+    students: tuple[str, ...] = tuple(STUDENTS)
     methods: tuple[str, ...] = ("labels", "soft", "hard", "feature")
     distill_from: str = "fusion"  # which teacher the students learn from
     student_image_size: int = 32
@@ -43,7 +43,7 @@ class ExperimentConfig:
     augment: bool = True  # shift augmentation for image students
     crossfit: int = 0  # >= 2: the teacher's outputs on each training row come from a teacher that did not train on it (K folds by base emoji)
     transfer_words: int = 0  # > 0: this many words from the text encoder's vocabulary, labelled by the teacher, join the text student's training set
-    teacher_views: int = 0  # > 1: image-seeing students train on this many cached views per image, each labelled by the teacher
+    teacher_views: int = 0  # > 1: image-seeing students train on this many cached views per image, each labelled by the teacher (replaces augment)
     T: float = 4.0
     alpha: float = 0.5
     feature_weight: float = 1.0
@@ -58,16 +58,14 @@ class ExperimentConfig:
     device: str | None = None
 
     def __post_init__(self):
-        bad = [s for s in self.students if s not in STUDENTS]
-        if bad:
-            raise ValueError(f"unknown student(s) {bad}; choose from {STUDENTS}")
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad:
-            raise ValueError(f"unknown method(s) {bad}; choose from {METHODS}")
+        for what, given, known in (("student", self.students, STUDENTS), ("method", self.methods, METHODS)):
+            bad = [x for x in given if x not in known]
+            if bad or not given:
+                raise ValueError(f"unknown {what}(s) {bad or '(none given)'}; choose from {tuple(known)}")
         if self.distill_from not in TEACHERS:
-            raise ValueError(f"distill_from must be one of {TEACHERS}, got {self.distill_from!r}")
-        if self.label not in ("group", "subgroup"):
-            raise ValueError(f"label must be 'group' or 'subgroup', got {self.label!r}")
+            raise ValueError(f"distill_from must be one of {tuple(TEACHERS)}, got {self.distill_from!r}")
+        if not isinstance(self.label, str) or not self.label:
+            raise ValueError(f"label must name a ClassLabel column of the dataset, got {self.label!r}")
         if not 0 < self.label_fraction <= 1:
             raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
         if not 0 <= self.label_noise < 1:
@@ -77,16 +75,13 @@ class ExperimentConfig:
                              f"got {self.teacher_views}")
         if self.crossfit < 0 or self.crossfit == 1:
             raise ValueError(f"crossfit must be 0 (off) or a number of folds >= 2, got {self.crossfit}")
-        if self.crossfit and self.teacher_views:
-            raise ValueError("crossfit and teacher_views cannot be combined: choose one")
         if self.transfer_words < 0:
             raise ValueError(f"transfer_words must be >= 0 (0: no transfer set), got {self.transfer_words}")
         if not self.seeds:
             raise ValueError("seeds is empty: give at least one seed")
-        if not (self.T > 0):
-            raise ValueError(f"temperature T must be > 0, got {self.T}")
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        check_temperature(self.T)
+        check_alpha(self.alpha)  # the experiments use the convex form: (1 - alpha)·CE + alpha·KD
+        active_signals(self)  # teacher signals that cannot be combined
 
 
 CONFIGS: dict[str, ExperimentConfig] = {

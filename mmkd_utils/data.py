@@ -1,20 +1,24 @@
 """Datasets and loaders (introduced in notebook 00, used everywhere after).
 
 Every dataset is a ``datasets.DatasetDict`` with splits ``train`` / ``validation`` / ``test`` and
-canonical columns: ``image`` (PIL), ``text`` (str) and one or more integer label columns. A torch
-``MultimodalDataset`` turns any subset of the modalities into tensors, keyed by modality name, so
-nothing downstream is hard-coded to two modalities.
+canonical columns: ``image`` (PIL) and/or ``text`` (str) (``modalities``), and one or more ``ClassLabel``
+label columns (``label_columns``, ``check_label_column``). A torch ``MultimodalDataset`` turns any subset
+of the modalities into tensors, keyed by modality name, so nothing downstream is hard-coded to two.
 
 Sources, one API:
 - ``load_openmoji()``: the shipped OpenMoji image–name data (``data/openmoji``).
-- ``load_image_folder(path)``: your own images with a ``metadata.csv`` (file, text, label columns).
-- ``load_hf(name, ...)``: any Hugging Face dataset with a column mapping (online, e.g. on Colab).
+- ``load_image_folder(path)``: your own images: a ``metadata.csv`` with ``file_name`` (the Hugging Face
+  ``imagefolder`` layout, read by ``datasets.load_dataset``; train/ validation/ test/ subfolders optional)
+  or ``file``, label column(s) and an optional ``text`` column.
+- ``load_hf(name, ...)``: whatever ``datasets.load_dataset`` reads — a Hub dataset (online, e.g. on
+  Colab) or local parquet / CSV / image folders — with a column mapping.
 - ``load_digits_dataset()``: scikit-learn's 1,797 handwritten digits (for the Hinton reproduction).
 """
 from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,65 +53,77 @@ def load_openmoji(path: str | Path | None = None):
     return datasets.DatasetDict({s: datasets.Dataset(pq.read_table(folder / f"{s}.parquet")) for s in SPLITS})
 
 
-def load_image_folder(path: str | Path, label_column: str = "label", text_column: str = "text",
-                      file_column: str = "file", seed: int = 0,
+def load_image_folder(path: str | Path, label_column: str | Sequence[str] = "label", text_column: str = "text",
+                      file_column: str | None = None, seed: int = 0,
                       fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)):
-    """Your own image–text data: a folder of images plus ``metadata.csv`` with file, text, label columns.
+    """Your own images: a folder with a ``metadata.csv`` (one row per image) with label column(s).
 
-    A ``split`` column (train / validation / test) is used if present; otherwise rows are split at
-    random with ``seed`` and ``fractions``. Labels may be strings; they become a ``ClassLabel``.
-    """
+    The Hugging Face ``imagefolder`` layout (``file_name`` column; one metadata.csv at the root or one in each
+    train/ validation/ test/ subfolder) goes through ``datasets.load_dataset("imagefolder")``; a ``file`` column
+    (or other ``file_column``) is read by hand. Splits: subfolders, else a ``split`` column, else random (``seed``,
+    ``fractions``). Columns: image (RGB, copied in), text (if there is ``text_column``), each label column as a
+    ``ClassLabel`` of its sorted values (fractional numbers, or > 20 rows all distinct, are refused)."""
     import datasets
     from PIL import Image
 
     folder = Path(path)
-    meta = folder / "metadata.csv"
-    if not meta.exists():
-        raise FileNotFoundError(f"{meta} not found: an image folder needs a metadata.csv with columns "
-                                f"'{file_column}', '{text_column}', '{label_column}' (one row per image).")
-    with meta.open(newline="", encoding="utf8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{meta} has no rows.")
-    for col in (file_column, text_column, label_column):
-        if col not in rows[0]:
-            raise ValueError(f"{meta} has no '{col}' column (it has {list(rows[0])}); "
-                             f"add it, or pass {col!r}'s real name as the matching *_column argument.")
-    images = []
-    for i, r in enumerate(rows):
-        file = folder / r[file_column]
-        try:
-            with Image.open(file) as im:
-                images.append(im.convert("RGB"))
-        except (OSError, ValueError) as err:
-            raise ValueError(f"row {i + 2} of {meta}: cannot read image {file} ({err}). "
-                             "Fix or remove that row.") from err
-        _check_text(r[text_column], where=f"row {i + 2} of {meta}")
-    names = sorted({r[label_column] for r in rows})
-    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string"),
-                                  "label": datasets.ClassLabel(names=names)})
-    if "split" in rows[0]:
-        bad = {r["split"] for r in rows} - set(SPLITS)
-        if bad:
-            raise ValueError(f"{meta}: unknown split names {sorted(bad)}; use {SPLITS}.")
-        split_of = [r["split"] for r in rows]
+    root = folder / "metadata.csv"
+    metas = [root] if root.exists() else sorted(folder.glob("*/metadata.csv"))
+    if not metas:
+        raise FileNotFoundError(f"{root} not found: an image folder needs a metadata.csv, one row per image, with "
+                                "a 'file_name' (or 'file') column (each image's path in it) and a label column.")
+    with metas[0].open(newline="", encoding="utf8") as f:
+        header = next(csv.reader(f), [])
+    file_column = file_column or next((c for c in ("file_name", "file") if c in header), "file_name or file")
+    labels = [label_column] if isinstance(label_column, str) else list(label_column)
+    for col in (file_column, *labels):
+        if col not in header:
+            raise ValueError(f"{metas[0]} has no '{col}' column (it has {header}); add it, or pass the real "
+                             f"name as {'label_column' if col in labels else 'file_column'}.")
+    if file_column == "file_name":  # raw: split -> rows (in metadata order) with the image's path
+        hf = datasets.load_dataset("imagefolder", data_dir=str(folder), drop_labels=True,
+                                   **({"data_files": "**"} if root.exists() else {}))
+        raw = {s: [dict(r, image=r["image"]["path"]) for r in d.cast_column("image", datasets.Image(decode=False))]
+               for s, d in hf.items()}
     else:
-        split_of = _random_split(len(rows), seed, fractions)
-    out = {}
-    for s in SPLITS:
-        idx = [i for i, sp in enumerate(split_of) if sp == s]
-        out[s] = datasets.Dataset.from_dict(
-            {"image": [images[i] for i in idx], "text": [rows[i][text_column] for i in idx],
-             "label": [names.index(rows[i][label_column]) for i in idx]}, features=features)
-    return datasets.DatasetDict(out)
+        raw = {"train": [dict(r, image=str(m.parent / str(r[file_column]))) for m in metas
+                         for r in datasets.Dataset.from_csv(str(m))]}
+    sub = [Path(os.path.relpath(Path(r["image"]).resolve(), folder.resolve())).parts[0] for r in raw.get("train", [])]
+    has_text = text_column in header
+    for rows in raw.values():
+        for i, r in enumerate(rows):
+            where = f"row {i + 2} of {root}" if root.exists() else f"the metadata.csv row of {r['image']}"
+            try:
+                with Image.open(r["image"]) as im:
+                    im.load()
+            except (OSError, ValueError) as err:
+                raise ValueError(f"{where}: cannot read image {r['image']} ({err}). Fix or remove that row.") from err
+            r["image"] = {"bytes": Path(r["image"]).read_bytes(), "path": None}  # copied in: the folder may go
+            if has_text:
+                _check_text(r[text_column], where)
+    if set(raw) == {"train"} and ("split" in header or set(sub) <= set(SPLITS)):
+        split_of = [r["split"] for r in raw["train"]] if "split" in header else sub
+        if set(split_of) - set(SPLITS):
+            raise ValueError(f"{root}: unknown split names {sorted(set(split_of) - set(SPLITS))}; use {SPLITS}.")
+        raw = {s: [r for r, sp in zip(raw["train"], split_of) if sp == s] for s in SPLITS}
+    raw = _fill_splits(raw, seed, fractions, folder)
+    rows = [r for s in SPLITS for r in raw[s]]
+    features = {"image": datasets.Image(mode="RGB"), **({"text": datasets.Value("string")} if has_text else {})}
+    for col in labels:
+        features[col], index = _class_label([r[col] for r in rows], col, folder)
+        for r, k in zip(rows, index):
+            r[col] = k
+    source = {"image": "image", "text": text_column, **{c: c for c in labels}}
+    return datasets.DatasetDict({s: datasets.Dataset.from_dict(
+        {k: [r[source[k]] for r in raw[s]] for k in features}, features=datasets.Features(features)) for s in SPLITS})
 
 
 def load_hf(name: str, image_column: str | None = "image", text_column: str | None = "text",
-            label_column: str = "label", config: str | None = None, seed: int = 0, **kwargs):
-    """Any Hugging Face dataset, renamed to the canonical columns (needs the internet, e.g. Colab).
-
-    Missing validation/test splits are carved out of train with ``seed``.
-    """
+            label_column: str = "label", config: str | None = None, seed: int = 0,
+            fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), **kwargs):
+    """``datasets.load_dataset(name, config, **kwargs)`` with canonical image / text / label columns: a Hub
+    dataset (online, e.g. on Colab) or local files (``load_hf("csv", data_files=...)``). Missing validation /
+    test splits are carved out of train with ``seed`` and ``fractions``; the label becomes a ``ClassLabel``."""
     import datasets
 
     ds = datasets.load_dataset(name, config, **kwargs)
@@ -117,13 +133,11 @@ def load_hf(name: str, image_column: str | None = "image", text_column: str | No
     if missing:
         raise ValueError(f"dataset {name!r} has no column(s) {missing}; it has {first.column_names}. "
                          "Pass the right names as image_column / text_column / label_column.")
-    ds = ds.rename_columns({c: k for c, k in rename.items() if c != k})
-    if "validation" not in ds:
-        parts = ds["train"].train_test_split(test_size=0.15, seed=seed)
-        ds["train"], ds["validation"] = parts["train"], parts["test"]
-    if "test" not in ds:
-        parts = ds["train"].train_test_split(test_size=0.15, seed=seed)
-        ds["train"], ds["test"] = parts["train"], parts["test"]
+    ds = _fill_splits(dict(ds.rename_columns({c: k for c, k in rename.items() if c != k})), seed, fractions, name)
+    if label_column and not isinstance(ds["train"].features["label"], datasets.ClassLabel):
+        feature, index = _class_label([v for s in SPLITS for v in ds[s]["label"]], "label", name)
+        for s, start in zip(SPLITS, np.cumsum([0] + [len(ds[s]) for s in SPLITS])):
+            ds[s] = ds[s].remove_columns("label").add_column("label", index[start:start + len(ds[s])], feature=feature)
     return datasets.DatasetDict({s: ds[s] for s in SPLITS})
 
 
@@ -145,22 +159,86 @@ def load_digits_dataset(seed: int = 0, fractions: tuple[float, float, float] = (
         for s in SPLITS})
 
 
-def _random_split(n: int, seed: int, fractions: Sequence[float]) -> list[str]:
+def _random_split(n: int, seed: int, fractions: Sequence[float], keep: Sequence[str] = SPLITS) -> list[str]:
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    f = [x if s in keep else 0.0 for s, x in zip(SPLITS, fractions)]  # splits not kept: share goes to the rest
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    n_train, n_val = round(fractions[0] * n), round(fractions[1] * n)
+    n_train, n_val = round(f[0] / sum(f) * n), round(f[1] / sum(f) * n)
     split_of = [""] * n
     for rank, i in enumerate(order):
         split_of[i] = "train" if rank < n_train else "validation" if rank < n_train + n_val else "test"
-    return split_of
+    return [s if s in keep else "train" for s in split_of]
+
+
+def _fill_splits(parts: dict, seed: int, fractions: Sequence[float], where) -> dict:
+    """Carve the splits missing from ``parts`` (row lists or Datasets) out of train at random; refuse to leave
+    one of those empty. (Splits assigned explicitly may be empty.)"""
+    if "train" not in parts:
+        raise ValueError(f"{where}: no train split (it has {sorted(parts)}); name one 'train'.")
+    keep = ["train", *(s for s in SPLITS if s not in parts)]
+    if len(keep) > 1:
+        train, split_of = parts["train"], _random_split(len(parts["train"]), seed, fractions, keep)
+        for s in keep:
+            idx = [i for i, sp in enumerate(split_of) if sp == s]
+            parts[s] = train.select(idx) if hasattr(train, "select") else [train[i] for i in idx]
+    empty = [s for s in keep if len(keep) > 1 and not len(parts[s])]
+    if empty:
+        need = next((m for m in range(1, 1000) if set(_random_split(m, 0, fractions, keep)) >= set(keep)), "more")
+        raise ValueError(f"{where}: {sum(len(parts[s]) for s in keep)} row(s) are too few to split at random with "
+                         f"fractions {tuple(fractions)}: the {empty[0]} split would be empty. Add rows (at least "
+                         f"{need} are needed), or assign splits yourself (split subfolders or a 'split' column).")
+    return parts
+
+
+def _class_label(values: list, column: str, where):
+    """Sorted distinct values → (``ClassLabel``, each value's index); refuses non-categorical columns."""
+    import datasets
+
+    bad = [v for v in values if v is None or isinstance(v, float) and not v.is_integer()]  # missing, NaN, 0.37
+    if bad:
+        raise ValueError(f"{where}: label column {column!r} holds values like {bad[0]}, not categories: use class "
+                         "names or integers (bin numbers into classes first; fill in or drop rows without one).")
+    names = sorted({int(v) if isinstance(v, float) else v for v in values})
+    if len(values) > 20 and len(names) == len(values):
+        raise ValueError(f"{where}: each of the {len(values)} rows has its own {column!r} value, so it is an id "
+                         "or free text, not a category; pick a label column whose values repeat.")
+    return datasets.ClassLabel(names=[str(v) for v in names]), [names.index(v) for v in values]
 
 
 def _check_text(text, where: str) -> None:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{where}: text must be a non-empty string, got {text!r}. "
                          "Fill in the text, or drop the text modality for this dataset.")
+
+
+# --------------------------------------------------------------------- label columns, modalities
+def _features(dataset):  # a Dataset's, or a DatasetDict's first split's
+    return dataset.features if hasattr(dataset, "features") else next(iter(dataset.values())).features
+
+
+def label_columns(dataset) -> list[str]:
+    """Names of the ``ClassLabel`` columns of a ``DatasetDict`` (or ``Dataset``)."""
+    from datasets import ClassLabel
+    return [c for c, f in _features(dataset).items() if isinstance(f, ClassLabel)]
+
+
+def modalities(dataset) -> tuple[str, ...]:
+    """Which of ("image", "text") the dataset has, in that order."""
+    return tuple(m for m in ("image", "text") if m in _features(dataset))
+
+
+def check_label_column(dataset, label: str) -> None:
+    """Raise a ``ValueError`` that says how to fix it unless ``label`` is a ``ClassLabel`` column."""
+    features, labels = _features(dataset), label_columns(dataset)
+    if label not in features:
+        raise ValueError(f"no column {label!r} in the dataset; its label columns are {labels} (all columns: "
+                         f"{list(features)}). Pass one of them (--label COLUMN).")
+    if label not in labels:
+        raise ValueError(f"column {label!r} is not categorical ({features[label]}, not a ClassLabel); the label "
+                         f"columns are {labels}. Pass one of them (--label COLUMN), or make it one with "
+                         f"dataset = dataset.class_encode_column({label!r}).")
 
 
 # --------------------------------------------------------------------------------- preprocessing

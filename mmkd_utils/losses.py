@@ -1,4 +1,4 @@
-"""Distillation losses: logit losses (notebook 02) and feature / relational losses (notebook 07).
+"""Distillation losses: logit losses (notebook 02) and feature / relational losses (notebook 06).
 
 Conventions, the same in every function:
 
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 __all__ = [
     "softmax_t", "soft_distillation_loss", "soft_cross_entropy", "hard_distillation_loss",
     "logit_matching_loss", "distillation_objective", "FitNetHint", "rkd_distance_loss",
-    "rkd_angle_loss", "pkt_loss", "dist_loss",
+    "rkd_angle_loss", "pkt_loss", "dist_loss", "ContrastiveHint", "check_temperature", "check_alpha",
 ]
 
 
@@ -31,7 +31,8 @@ __all__ = [
 # Input checks
 
 
-def _check_temperature(T: float) -> float:
+def check_temperature(T: float) -> float:
+    """The package's one check of a temperature ``T`` (notebook 02): real, finite, > 0; returns a float."""
     if isinstance(T, bool) or not isinstance(T, Real):
         raise TypeError(f"temperature T must be a real number such as 4.0, got {type(T).__name__} {T!r}; "
                         "for a tensor, pass T.item().")
@@ -39,6 +40,22 @@ def _check_temperature(T: float) -> float:
         raise ValueError(f"temperature T must be finite and > 0, got {T!r}; typical values are 1 to 10 "
                          "(T=1 is the ordinary softmax, larger T gives softer targets).")
     return float(T)
+
+
+def check_alpha(alpha: float, form: str = "convex") -> float:
+    """The package's one check of the weight ``α`` of ``distillation_objective`` (notebook 02): real, in
+    ``[0, 1]`` for ``form="convex"``, finite and ``≥ 0`` (may exceed 1) for ``"additive"``; returns a float."""
+    if isinstance(alpha, bool) or not isinstance(alpha, Real):
+        raise TypeError(f"alpha must be a real number such as 0.5, got {type(alpha).__name__} {alpha!r}.")
+    if form not in ("convex", "additive"):
+        raise ValueError(f"form must be 'convex' or 'additive', got {form!r}.")
+    if form == "convex" and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1] for form='convex', got {alpha!r}; alpha is the weight of the "
+                         "distillation term (0: labels only, 1: teacher only). For a weight above 1 use "
+                         "form='additive'.")
+    if form == "additive" and not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be finite and >= 0 for form='additive', got {alpha!r}.")
+    return float(alpha)
 
 
 def _check_tensor(x: Tensor, name: str) -> None:
@@ -79,6 +96,13 @@ def _check_features(student_feat: Tensor, teacher_feat: Tensor, min_batch: int =
                          f"got {student_feat.shape[0]}; use a larger batch (drop_last=True avoids a tiny last batch).")
 
 
+def _check_widths(owner: str, student_feat: Tensor, teacher_feat: Tensor, dims: tuple[int, int]) -> None:
+    for name, x, want in zip(("student_feat", "teacher_feat"), (student_feat, teacher_feat), dims):
+        if x.shape[1] != want:
+            raise ValueError(f"{name} has {x.shape[1]} features/channels (dim 1) but this {owner} was built for "
+                             f"{want}; build it as {owner}(student_dim, teacher_dim) with the right sizes.")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Logit losses (notebook 02)
 
@@ -89,7 +113,7 @@ def softmax_t(logits: Tensor, T: float) -> Tensor:
     Introduced in notebook 02 (the losses of knowledge distillation). ``T > 1`` softens the distribution,
     ``T = 1`` is the ordinary softmax. Any shape ``(..., classes)``.
     """
-    T = _check_temperature(T)
+    T = check_temperature(T)
     _check_tensor(logits, "logits")
     return torch.softmax(logits / T, dim=-1)
 
@@ -101,14 +125,15 @@ def soft_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, T: fl
     Both sides go through ``log_softmax`` (numerically stable), the teacher is the *target* of ``kl_div``,
     and ``reduction="batchmean"`` sums over classes before averaging over the batch.
 
-    Identity: ``KL(p ‖ q) = H(p, q) − H(p)``, i.e. this equals
-    ``T² · (soft_cross_entropy(student, teacher, T) − entropy(p))``; the teacher's entropy ``H(p)`` does
-    not depend on the student, so both losses have the same gradient, ``T · (q − p) / batch`` w.r.t.
-    ``student_logits``. The ``T²`` keeps that gradient's size roughly independent of ``T``.
+    Identity: ``KL(p ‖ q) = H(p, q) − H(p)``, so this is ``T² · (soft_cross_entropy(s, t, T) − entropy(p))``.
+    Per example ``∂KL(p ‖ q)/∂z = (q − p) / T``, so this loss's gradient w.r.t. ``student_logits`` is
+    ``T · (q − p) / batch``, while ``soft_cross_entropy`` (no ``T²``; it differs from the KL by ``H(p)``,
+    constant in the student) has ``(q − p) / (T · batch)``. The ``T²`` keeps the gradient's size
+    comparable across ``T``, not independent of it.
     Unlike the cross-entropy, this loss is 0 exactly when the student matches the teacher. It is
     invariant to adding a constant to a row of either logits.
     """
-    T = _check_temperature(T)
+    T = check_temperature(T)
     _check_logits(student_logits, teacher_logits)
     log_q = F.log_softmax(student_logits / T, dim=-1)
     log_p = F.log_softmax(teacher_logits / T, dim=-1)
@@ -125,7 +150,7 @@ def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, T: float 
     Argument order matters: the teacher's ``p`` weights the student's ``log q``; the reverse,
     ``H(q, p)``, is minimised by a one-hot student (notebook 02 shows it).
     """
-    T = _check_temperature(T)
+    T = check_temperature(T)
     _check_logits(student_logits, teacher_logits)
     p = torch.softmax(teacher_logits / T, dim=-1)
     log_q = F.log_softmax(student_logits / T, dim=-1)
@@ -163,35 +188,29 @@ def distillation_objective(task_loss: Tensor, distill_loss: Tensor, alpha: float
 
     Introduced in notebook 02.
 
-    * ``form="convex"``: ``(1 − α)·L_task + α·L_dis`` with ``α ∈ [0, 1]``: ``α = 0`` is plain training,
-      ``α = 1`` pure distillation (Hinton et al. 2015; the PyTorch and Keras tutorials).
+    * ``form="convex"``: ``(1 − α)·L_task + α·L_dis`` with ``α ∈ [0, 1]``, a weighted average as in Hinton
+      et al. 2015: ``α = 0`` is plain training, ``α = 1`` pure distillation. ``α`` weights the distillation
+      term, like the PyTorch KD tutorial's ``soft_target_loss_weight`` (its ``ce_loss_weight`` is ``1 − α``;
+      0.25 / 0.75 there). The Keras example weights ``α·student_loss + (1 − α)·distillation_loss``: its
+      ``α`` (0.1 there) is this ``1 − α``.
     * ``form="additive"``: ``L_task + α·L_dis``, the source article's ``L = L_adv + α·L_dis``; the task
       term keeps weight 1. Here ``α`` must be finite and ``≥ 0`` but may exceed 1.
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, Real):
-        raise TypeError(f"alpha must be a real number such as 0.5, got {type(alpha).__name__} {alpha!r}.")
+    alpha = check_alpha(alpha, form)
     if form == "convex":
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1] for form='convex', got {alpha!r}; alpha is the weight of "
-                             "the distillation term (0: labels only, 1: teacher only). For a weight above 1 "
-                             "use form='additive'.")
         return (1.0 - alpha) * task_loss + alpha * distill_loss
-    if form == "additive":
-        if not math.isfinite(alpha) or alpha < 0:
-            raise ValueError(f"alpha must be finite and >= 0 for form='additive', got {alpha!r}.")
-        return task_loss + alpha * distill_loss
-    raise ValueError(f"form must be 'convex' or 'additive', got {form!r}.")
+    return task_loss + alpha * distill_loss
 
 
 # ----------------------------------------------------------------------------------------------------
-# Feature and relational losses (notebook 07)
+# Feature and relational losses (notebook 06)
 
 
 class FitNetHint(nn.Module):
     """FitNets hint loss (Romero et al. 2015): a learned linear adapter maps student features to the
     teacher's width, then MSE (``kind="mse"``) or cosine distance (``kind="cosine"``) to the teacher.
 
-    Introduced in notebook 07 (feature distillation). Accepts ``(B, D)`` vectors or ``(B, C, H, W)``
+    Introduced in notebook 06 (feature distillation). Accepts ``(B, D)`` vectors or ``(B, C, H, W)``
     feature maps; for maps the adapter is a 1×1 convolution (the same weights applied at every position)
     and the student map is average-pooled to the teacher's spatial size first. Train the adapter's
     parameters together with the student's (pass ``hint.parameters()`` to the optimiser).
@@ -219,11 +238,7 @@ class FitNetHint(nn.Module):
         if student_feat.shape[0] != teacher_feat.shape[0]:
             raise ValueError("student_feat and teacher_feat have different batch sizes "
                              f"({student_feat.shape[0]} vs {teacher_feat.shape[0]}); use the same batch.")
-        for name, x, want in [("student_feat", student_feat, self.adapter.in_features),
-                              ("teacher_feat", teacher_feat, self.adapter.out_features)]:
-            if x.shape[1] != want:
-                raise ValueError(f"{name} has {x.shape[1]} features/channels (dim 1) but this FitNetHint was built "
-                                 f"for {want}; build it as FitNetHint(student_dim, teacher_dim) with the right sizes.")
+        _check_widths("FitNetHint", student_feat, teacher_feat, (self.adapter.in_features, self.adapter.out_features))
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         self._check(student_feat, teacher_feat)
@@ -231,6 +246,31 @@ class FitNetHint(nn.Module):
         if self.kind == "mse":
             return F.mse_loss(adapted, teacher_feat)  # mean over every element
         return (1.0 - F.cosine_similarity(adapted, teacher_feat, dim=1)).mean()  # over batch (and positions)
+
+
+class ContrastiveHint(nn.Module):
+    """Contrastive feature loss: CRD (Tian et al. 2020) simplified to InfoNCE with in-batch negatives.
+
+    Introduced in notebook 06 (feature distillation). Learned linear heads project ``(B, D)`` features to
+    ``proj_dim`` and L2-normalise; student row ``i`` must pick teacher row ``i`` among the batch's teacher rows
+    (the rest are negatives): cross-entropy of cosine / temperature, batch mean, ≈ ``ln B`` at chance. CRD uses
+    an NCE loss over a memory bank, both ways. Batch ≥ 2; pass ``hint.parameters()`` to the optimiser.
+    """
+
+    def __init__(self, student_dim: int, teacher_dim: int, proj_dim: int = 64, temperature: float = 0.1) -> None:
+        super().__init__()
+        if isinstance(temperature, bool) or not isinstance(temperature, Real) or not 0 < temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0 such as 0.1, got {temperature!r}.")
+        self.temperature, self.dims = float(temperature), (student_dim, teacher_dim)
+        self.student_head, self.teacher_head = nn.Linear(student_dim, proj_dim), nn.Linear(teacher_dim, proj_dim)
+
+    def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
+        _check_features(student_feat, teacher_feat, min_batch=2)
+        _check_widths("ContrastiveHint", student_feat, teacher_feat, self.dims)
+        student = F.normalize(self.student_head(student_feat), dim=1)
+        teacher = F.normalize(self.teacher_head(teacher_feat), dim=1)
+        logits = student @ teacher.T / self.temperature  # (B, B): row i's positive is column i
+        return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
 
 
 def _pairwise_distances(x: Tensor, eps: float = 1e-12) -> Tensor:
@@ -244,7 +284,7 @@ def rkd_distance_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
     """RKD distance loss (Park et al. 2019): match the pairwise distances within a batch, each set
     divided by its mean pairwise distance; Huber (smooth-L1, δ = 1) per pair, mean over distinct pairs.
 
-    Introduced in notebook 07 (feature distillation). Feature dims may differ; the loss is invariant to
+    Introduced in notebook 06 (feature distillation). Feature dims may differ; the loss is invariant to
     scaling, rotating or translating either feature set. The authors' code averages over all ``B²``
     entries (the diagonal adds zeros), which is this times ``(B − 1)/B``. Needs a batch of at least 2.
     """
@@ -267,7 +307,7 @@ def rkd_angle_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
     """RKD angle loss (Park et al. 2019): match the cosines of the angles formed by every triplet of
     examples in a batch; Huber (smooth-L1, δ = 1), mean over triplets of three distinct examples.
 
-    Introduced in notebook 07 (feature distillation). Feature dims may differ; invariant to scale,
+    Introduced in notebook 06 (feature distillation). Feature dims may differ; invariant to scale,
     rotation and translation. The authors' code averages over all ``B³`` triplets, where the degenerate
     ones add zeros: that is this times ``(B − 1)(B − 2)/B²``. Needs a batch of at least 3; memory grows as
     ``B² · D + B³``.
@@ -281,7 +321,7 @@ def rkd_angle_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
 
 def _cosine_kernel_probabilities(x: Tensor, eps: float) -> Tensor:
     """Row-stochastic (B, B) matrix from cosine similarities mapped to [0, 1]."""
-    x = x / (x.norm(dim=1, keepdim=True) + eps)
+    x = F.normalize(x, dim=1, eps=eps)  # x / max(‖x‖, eps), not x / (‖x‖ + eps): exactly scale-invariant
     similarity = (x @ x.T + 1.0) / 2.0
     return similarity / similarity.sum(dim=1, keepdim=True)
 
@@ -289,10 +329,12 @@ def _cosine_kernel_probabilities(x: Tensor, eps: float) -> Tensor:
 def pkt_loss(student_feat: Tensor, teacher_feat: Tensor, eps: float = 1e-7) -> Tensor:
     """Probabilistic knowledge transfer (Passalis & Tefas 2018) with the cosine-similarity kernel.
 
-    Introduced in notebook 07 (feature distillation). Each example's similarities to the batch, mapped to
+    Introduced in notebook 06 (feature distillation). Each example's similarities to the batch, mapped to
     ``[0, 1]`` and normalised, form a distribution; the loss is ``KL(teacher ‖ student)`` per example,
     summed over the batch entries and averaged over examples (the authors' code averages over all
-    ``B²`` entries, i.e. divides this by ``B``). Feature dims may differ; invariant to scaling either set.
+    ``B²`` entries, i.e. divides this by ``B``). Feature dims may differ. Scaling either set changes it only
+    by rounding (for rows of norm ≥ ``eps``): ``p``, ``q`` come from unit vectors, so the ``eps`` in
+    ``log((p + eps)/(q + eps))`` (finite where a cosine is −1) shifts the value equally at every scale.
     """
     _check_features(student_feat, teacher_feat, min_batch=2)
     q = _cosine_kernel_probabilities(student_feat, eps)
@@ -312,13 +354,13 @@ def dist_loss(student_logits: Tensor, teacher_logits: Tensor, beta: float = 1.0,
               T: float = 1.0) -> Tensor:
     """DIST (Huang et al. 2022): match the teacher's predictions by correlation, not exact values.
 
-    Introduced in notebook 07 (feature distillation, relational losses). With ``p``, ``q`` at temperature
+    Introduced in notebook 06 (feature distillation, relational losses). With ``p``, ``q`` at temperature
     ``T``: ``T² · [β · (1 − ρ(q_b, p_b)) averaged over examples  +  γ · (1 − ρ(q_c, p_c)) averaged over
     classes]``, where ``ρ`` is the Pearson correlation (inter-class relation per example, intra-class
     relation per class across the batch). Needs a batch of at least 2. A row or column whose
     probabilities are all equal has no defined correlation and counts as distance 1.
     """
-    T = _check_temperature(T)
+    T = check_temperature(T)
     _check_logits(student_logits, teacher_logits)
     if student_logits.shape[0] < 2:
         raise ValueError("dist_loss correlates each class across the batch and needs a batch of at least 2, "

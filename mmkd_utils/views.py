@@ -6,11 +6,13 @@ about the shifted, rescaled image the student actually sees (Beyer et al., "Know
 good teacher is patient and consistent", CVPR 2022); running the teacher online on every batch fixes
 that but costs ~15× a plain epoch here (``results/bench``). Caching V views (as in FKD, Shen & Xing,
 ECCV 2022) keeps both: the teacher's features for each view are computed once, on disk, and the
-student's loop only picks a view per example (``train.cached_view_augment``).
+student's loop only picks a view per example (``cached_view_augment``).
 
 Each view is one random affine transform of the source image (64 px), rendered at the teacher's size
 and at the student's size from the same transformed image, so both see the same content. View 0 is
-the untouched image. Introduced in notebook 05.
+the untouched image. Introduced in notebook 05. ``shift_augment`` is the plain alternative: random
+translations of the student's own pixels, drawn anew each epoch (the teacher's cached logits then
+describe the unshifted image).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 VIEWS_VERSION = 1  # bump when the augmentation changes, so cached views are recomputed
 
@@ -106,3 +109,39 @@ def encode_views(split, encoder, n_views: int, *, teacher_size: int = 96, studen
                 "image": torch.stack([student_tf(im) for im in flat]).view(n, n_views, 3, student_size, student_size)}
 
     return cached_tensors("views", key_parts, compute, cache)
+
+
+# ------------------------------------------------------------------- batch augmentations in the loop
+def shift_augment(max_shift: int = 4, flip: bool = False, key: str = "image"):
+    """A batch augmentation for image students: a random translation by up to ``max_shift`` pixels
+    (the border is extended by replicating edge pixels, i.e. the white background) and optional
+    horizontal flips. Seeded by the loop's generator, so runs repeat."""
+
+    def augment(batch: dict, gen: torch.Generator) -> dict:
+        x = batch[key]  # (B, 3, H, W)
+        b, _, h, w = x.shape
+        padded = F.pad(x, (max_shift,) * 4, mode="replicate")
+        dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen)
+        dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen)
+        rows = (dy[:, None] + torch.arange(h)[None]).long()  # (B, H)
+        cols = (dx[:, None] + torch.arange(w)[None]).long()  # (B, W)
+        out = padded[torch.arange(b)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None],
+                     rows[:, None, :, None], cols[:, None, None, :]]
+        if flip:
+            mask = torch.rand(b, generator=gen) < 0.5
+            out[mask] = out[mask].flip(-1)
+        return {**batch, key: out}
+
+    return augment
+
+
+def cached_view_augment(keys: tuple[str, ...] = ("image", "teacher_logits")):
+    """Pick one of V cached views per example: each ``keys`` column has shape (N, V, ...) and the same
+    view index is used for all of them, so the student sees the very view the teacher labelled."""
+
+    def augment(batch: dict, gen: torch.Generator) -> dict:
+        n, n_views = batch[keys[0]].shape[:2]
+        pick = torch.randint(0, n_views, (n,), generator=gen)
+        return {**batch, **{k: batch[k][torch.arange(n), pick] for k in keys}}
+
+    return augment

@@ -28,7 +28,7 @@ def main() -> None:
     from mmkd_utils.data import load_openmoji
     from mmkd_utils.encoders import load_image_encoder, load_text_encoder
     from mmkd_utils.env import library_versions, seed_everything
-    from mmkd_utils.experiment import raw_teacher_inputs
+    from mmkd_utils.prepare import raw_teacher_inputs
     from mmkd_utils.models import FusionClassifier
     from mmkd_utils.train import TrainConfig, fit
 
@@ -37,7 +37,7 @@ def main() -> None:
     config = get_config("cpu")
     split = load_openmoji()["train"]
     text_encoder = load_text_encoder(config.text_encoder)
-    raw = raw_teacher_inputs(split, config, text_encoder)
+    raw = raw_teacher_inputs(split, config, {"image_feat": None, "text_feat": text_encoder})
     data = {"image_feat": raw["image_feat"], "label": torch.tensor(list(split["group"])),
             "index": torch.arange(len(split))}
     # the text input is a dict of token tensors; fit's batching slices tensors, so keep them as columns

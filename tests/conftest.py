@@ -15,6 +15,16 @@ import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Hypothesis: reproducible in CI, exploring in development. Loaded here, at import, because conftest is
+# imported before the test modules: a settings object such as test_losses.FAST inherits every setting it
+# does not name (derandomize included) from the profile loaded when it is created. (--hypothesis-profile
+# on the command line is applied later and wins.)
+_defaults = settings.get_profile("default")  # not whatever Hypothesis itself loaded on seeing CI
+settings.register_profile("ci", _defaults, derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", _defaults, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OPENMOJI_DIR = REPO_ROOT / "data" / "openmoji"

@@ -218,54 +218,115 @@ def test_image_transform_refuses_unsupported_modes(mode):
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
 
-def write_folder(folder: Path, n: int = 20, with_split: bool = False, drop: str | None = None) -> list[dict]:
-    """n solid-colour PNGs and a metadata.csv; returns the rows written."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_csv(path: Path, rows: list[dict], drop: str | None = None) -> None:
+    with path.open("w", newline="", encoding="utf8") as f:
+        writer = csv.DictWriter(f, [c for c in rows[0] if c != drop], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_folder(folder: Path, n: int = 20, with_split: bool = False, drop: str | None = None,
+                 file_column: str = "file", prefix: str = "", start: int = 0, metadata: bool = True) -> list[dict]:
+    """n solid-colour PNGs (in folder/prefix) and a metadata.csv; returns the rows written."""
+    (folder / prefix).mkdir(parents=True, exist_ok=True)
     names = list(COLOURS)
     rows = []
-    for i in range(n):
+    for i in range(start, start + n):
         label = names[i % 3]
-        Image.new("RGB", (10, 12), COLOURS[label]).save(folder / f"img{i}.png")
-        row = {"file": f"img{i}.png", "text": f"a {label} square number {i}", "label": label}
+        Image.new("RGB", (10, 12), COLOURS[label]).save(folder / prefix / f"img{i}.png")
+        row = {file_column: f"{prefix}img{i}.png", "text": f"a {label} square number {i}", "label": label}
         if with_split:
             row["split"] = SPLITS[i % 3]
         rows.append(row)
-    columns = [c for c in rows[0] if c != drop]
-    with (folder / "metadata.csv").open("w", newline="", encoding="utf8") as f:
-        writer = csv.DictWriter(f, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    if metadata:
+        write_csv(folder / "metadata.csv", rows, drop)
     return rows
 
 
-def _check_rows(ds, rows):
+def _check_rows(ds, rows, label="label"):
     assert set(ds) == set(SPLITS)
-    assert ds["train"].features["label"].names == ["blue", "green", "red"]  # sorted label strings
+    assert list(ds["train"].features) == ["image", "text", label]
+    assert mdata.label_columns(ds) == [label] and mdata.modalities(ds) == ("image", "text")
+    assert ds["train"].features[label].names == ["blue", "green", "red"]  # sorted label strings
     by_text = {r["text"]: r for r in rows}
     seen = []
     for s in SPLITS:
         for r in ds[s]:
             want = by_text[r["text"]]
-            assert ds[s].features["label"].names[r["label"]] == want["label"]
+            assert ds[s].features[label].names[r[label]] == want["label"]
             assert r["image"].mode == "RGB" and r["image"].size == (10, 12)
             assert r["image"].getpixel((3, 3)) == COLOURS[want["label"]]
             seen.append(r["text"])
     assert sorted(seen) == sorted(by_text)
 
 
-def test_load_image_folder_random_split(tmp_path):
-    rows = write_folder(tmp_path, n=20)
+FILE_COLUMNS = pytest.mark.parametrize("file_column", ["file", "file_name"])  # by hand / via load_dataset
+
+
+@FILE_COLUMNS
+def test_load_image_folder_random_split(tmp_path, file_column):
+    rows = write_folder(tmp_path, n=20, file_column=file_column)
     ds = mdata.load_image_folder(tmp_path)
     _check_rows(ds, rows)
     assert [ds[s].num_rows for s in SPLITS] == [14, 3, 3]  # 70 / 15 / 15 % of 20
 
 
-def test_load_image_folder_with_split_column(tmp_path):
-    rows = write_folder(tmp_path, n=9, with_split=True)
+@FILE_COLUMNS
+def test_load_image_folder_with_split_column(tmp_path, file_column):
+    rows = write_folder(tmp_path, n=9, with_split=True, file_column=file_column)
     ds = mdata.load_image_folder(tmp_path)
     _check_rows(ds, rows)
     for s in SPLITS:
         assert sorted(ds[s]["text"]) == sorted(r["text"] for r in rows if r["split"] == s)
+
+
+def test_load_image_folder_hf_split_subfolders_each_with_metadata(tmp_path):
+    rows = {s: write_folder(tmp_path / s, n=n, file_column="file_name", start=10 * k)
+            for k, (s, n) in enumerate(zip(SPLITS, (6, 3, 3)))}
+    ds = mdata.load_image_folder(tmp_path)
+    _check_rows(ds, [r for s in SPLITS for r in rows[s]])
+    for s in SPLITS:
+        assert sorted(ds[s]["text"]) == sorted(r["text"] for r in rows[s])
+
+
+def test_load_image_folder_hf_split_subfolders_with_one_root_metadata(tmp_path):
+    rows = {s: write_folder(tmp_path, n=n, file_column="file_name", prefix=f"{s}/", start=10 * k, metadata=False)
+            for k, (s, n) in enumerate(zip(SPLITS, (6, 3, 3)))}
+    write_csv(tmp_path / "metadata.csv", [r for s in SPLITS for r in rows[s]])
+    ds = mdata.load_image_folder(tmp_path)
+    _check_rows(ds, [r for s in SPLITS for r in rows[s]])
+    for s in SPLITS:
+        assert sorted(ds[s]["text"]) == sorted(r["text"] for r in rows[s])
+
+
+def test_load_image_folder_copies_the_images_in(tmp_path):
+    write_folder(tmp_path / "f", n=6, file_column="file_name")
+    ds = mdata.load_image_folder(tmp_path / "f")
+    for p in (tmp_path / "f").iterdir():
+        p.unlink()
+    assert ds["test"][0]["image"].size == (10, 12)
+
+
+@FILE_COLUMNS
+def test_load_image_folder_without_text_is_image_only(tmp_path, file_column):
+    write_folder(tmp_path, n=6, drop="text", file_column=file_column)
+    ds = mdata.load_image_folder(tmp_path)
+    assert list(ds["train"].features) == ["image", "label"] and mdata.modalities(ds) == ("image",)
+
+
+def test_load_image_folder_several_label_columns_keep_their_names(tmp_path):
+    rows = write_folder(tmp_path, n=8, file_column="file_name", metadata=False)
+    for i, r in enumerate(rows):
+        r["category"], r["size"], r["score"] = r.pop("label"), (2, 10)[i % 2], i / 10
+    write_csv(tmp_path / "metadata.csv", rows)
+    ds = mdata.load_image_folder(tmp_path, label_column=["category", "size"])
+    assert list(ds["train"].features) == ["image", "text", "category", "size"]  # score dropped
+    assert mdata.label_columns(ds) == ["category", "size"]
+    assert ds["train"].features["size"].names == ["2", "10"]  # integers sorted as numbers
+    for r in (r for s in SPLITS for r in ds[s]):
+        i = int(r["text"].split()[-1])
+        assert ds["train"].features["size"].int2str(r["size"]) == str((2, 10)[i % 2])
+        assert ds["train"].features["category"].int2str(r["category"]) == rows[i]["category"]
 
 
 def test_load_image_folder_without_metadata(tmp_path):
@@ -274,28 +335,122 @@ def test_load_image_folder_without_metadata(tmp_path):
         mdata.load_image_folder(tmp_path)
 
 
-def test_load_image_folder_without_label_column(tmp_path):
-    write_folder(tmp_path, n=3, drop="label")
-    with pytest.raises(ValueError, match="no 'label' column"):
+@FILE_COLUMNS
+def test_load_image_folder_without_label_column(tmp_path, file_column):
+    write_folder(tmp_path, n=3, drop="label", file_column=file_column)
+    with pytest.raises(ValueError, match=rf"no 'label' column \(it has \['{file_column}', 'text'\]\).*label_column"):
         mdata.load_image_folder(tmp_path)
 
 
-def test_load_image_folder_with_a_corrupt_image(tmp_path):
-    write_folder(tmp_path, n=3)
+def test_load_image_folder_without_a_file_column(tmp_path):
+    write_folder(tmp_path, n=3, file_column="path")
+    with pytest.raises(ValueError, match="no 'file_name or file' column.*file_column"):
+        mdata.load_image_folder(tmp_path)
+    assert mdata.load_image_folder(tmp_path, file_column="path", fractions=(1 / 3,) * 3)
+
+
+def test_load_image_folder_refuses_fractional_labels(tmp_path):
+    rows = write_folder(tmp_path, n=6, file_column="file_name", metadata=False)
+    for i, r in enumerate(rows):
+        r["label"] = f"0.{37 + i}"
+    write_csv(tmp_path / "metadata.csv", rows)
+    with pytest.raises(ValueError, match="'label' holds values like 0.37, not categories"):
+        mdata.load_image_folder(tmp_path)
+    write_csv(tmp_path / "metadata.csv", [dict(r, label=i % 2 if i != 3 else "") for i, r in enumerate(rows)])
+    with pytest.raises(ValueError, match="'label' holds values like None, not categories.*rows without one"):
+        mdata.load_image_folder(tmp_path)
+
+
+def test_load_image_folder_refuses_all_distinct_labels(tmp_path):
+    rows = write_folder(tmp_path, n=21, file_column="file_name", metadata=False)
+    write_csv(tmp_path / "metadata.csv", [dict(r, label=f"item {i}") for i, r in enumerate(rows)])
+    with pytest.raises(ValueError, match="each of the 21 rows has its own 'label' value.*not a category"):
+        mdata.load_image_folder(tmp_path)
+    write_csv(tmp_path / "metadata.csv", [dict(r, label=f"item {i}") for i, r in enumerate(rows[:20])])
+    assert len(mdata.load_image_folder(tmp_path)["train"].features["label"].names) == 20  # ≤ 20 rows: allowed
+
+
+@FILE_COLUMNS
+def test_load_image_folder_with_one_image(tmp_path, file_column):
+    write_folder(tmp_path, n=1, file_column=file_column)
+    with pytest.raises(ValueError, match=r"1 row\(s\) are too few.*at least 6 are needed"):
+        mdata.load_image_folder(tmp_path)
+
+
+def test_load_image_folder_random_split_with_an_empty_split(tmp_path):
+    write_folder(tmp_path, n=10, file_column="file_name")
+    with pytest.raises(ValueError, match=r"10 row\(s\) are too few.*fractions \(0.9, 0.05, 0.05\).*"
+                                         r"validation split would be empty.*at least 16 are needed"):
+        mdata.load_image_folder(tmp_path, fractions=(0.9, 0.05, 0.05))
+
+
+def test_load_image_folder_split_column_may_leave_a_split_empty(tmp_path):  # as notebook 00's three shapes do
+    write_folder(tmp_path, n=2, with_split=True, file_column="file_name")  # train, validation only
+    ds = mdata.load_image_folder(tmp_path)
+    assert [ds[s].num_rows for s in SPLITS] == [1, 1, 0]
+    assert ds["test"].features == ds["train"].features
+
+
+@FILE_COLUMNS
+def test_load_image_folder_with_a_corrupt_image(tmp_path, file_column):
+    write_folder(tmp_path, n=3, file_column=file_column)
     (tmp_path / "img1.png").write_bytes(b"not a png at all")
     with pytest.raises(ValueError, match=r"row 3 of .*cannot read image .*img1\.png"):
         mdata.load_image_folder(tmp_path)
 
 
-def test_load_image_folder_with_empty_text(tmp_path):
-    rows = write_folder(tmp_path, n=3)
+@FILE_COLUMNS
+def test_load_image_folder_with_empty_text(tmp_path, file_column):
+    rows = write_folder(tmp_path, n=3, file_column=file_column)
     rows[2]["text"] = ""
-    with (tmp_path / "metadata.csv").open("w", newline="", encoding="utf8") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(tmp_path / "metadata.csv", rows)
     with pytest.raises(ValueError, match="row 4 of .*non-empty string"):
         mdata.load_image_folder(tmp_path)
+
+
+# ----------------------------------------------------------------- label columns, modalities
+def test_label_columns_modalities_and_check_label_column(openmoji):
+    assert mdata.label_columns(openmoji) == mdata.label_columns(openmoji["train"]) == ["group", "subgroup"]
+    assert mdata.modalities(openmoji) == ("image", "text")
+    assert mdata.modalities(openmoji["train"].remove_columns("image")) == ("text",)
+    mdata.check_label_column(openmoji, "group")
+    with pytest.raises(ValueError, match=r"no column 'label'.*\['group', 'subgroup'\].*--label COLUMN"):
+        mdata.check_label_column(openmoji, "label")
+    with pytest.raises(ValueError, match=r"'base' is not categorical.*\['group', 'subgroup'\].*--label COLUMN"
+                                         r".*class_encode_column\('base'\)"):
+        mdata.check_label_column(openmoji["train"], "base")
+
+
+# ------------------------------------------------------------------------- Hugging Face datasets
+def test_load_hf_local_parquet_renames_and_carves_splits(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = [f"name {i}" for i in range(40)]
+    pq.write_table(pa.table({"caption": names, "kind": [("cat", "dog")[i % 2] for i in range(40)]}),
+                   tmp_path / "rows.parquet")
+    ds = mdata.load_hf("parquet", image_column=None, text_column="caption", label_column="kind",
+                       data_files={"train": str(tmp_path / "rows.parquet")})
+    assert [ds[s].num_rows for s in SPLITS] == [28, 6, 6]
+    assert set(ds["train"].column_names) == {"text", "label"}
+    assert mdata.label_columns(ds) == ["label"] and ds["test"].features["label"].names == ["cat", "dog"]
+    assert mdata.modalities(ds) == ("text",)
+    for s in SPLITS:
+        for r in ds[s]:
+            assert ds[s].features["label"].int2str(r["label"]) == ("cat", "dog")[int(r["text"].split()[-1]) % 2]
+    assert sorted(t for s in SPLITS for t in ds[s]["text"]) == sorted(names)
+    with pytest.raises(ValueError, match=r"has no column\(s\) \['label'\]; it has \['caption', 'kind'\]"):
+        mdata.load_hf("parquet", image_column=None, text_column="caption",
+                      data_files={"train": str(tmp_path / "rows.parquet")})
+
+
+def test_load_hf_local_imagefolder_with_a_test_split(tmp_path):
+    for k, (s, n) in enumerate((("train", 20), ("test", 3))):
+        write_folder(tmp_path / s, n=n, file_column="file_name", start=100 * k)
+    ds = mdata.load_hf("imagefolder", data_dir=str(tmp_path), text_column="text", label_column="label")
+    assert [ds[s].num_rows for s in SPLITS] == [16, 4, 3]  # validation: 0.15 / 0.85 of train's 20 rows
+    assert ds["train"][0]["image"].size == (10, 12)
+    assert sorted(ds["test"]["text"])[0] == "a blue square number 101"
 
 
 # ---------------------------------------------------------------------------------- digits

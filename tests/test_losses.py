@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mmkd_utils import losses
-from mmkd_utils.losses import (FitNetHint, dist_loss, distillation_objective, hard_distillation_loss,
-                               logit_matching_loss, pkt_loss, rkd_angle_loss, rkd_distance_loss,
-                               soft_cross_entropy, soft_distillation_loss, softmax_t)
+from mmkd_utils.losses import (ContrastiveHint, FitNetHint, check_alpha, check_temperature, dist_loss,
+                               distillation_objective, hard_distillation_loss, logit_matching_loss, pkt_loss,
+                               rkd_angle_loss, rkd_distance_loss, soft_cross_entropy, soft_distillation_loss,
+                               softmax_t)
 
 LN3 = math.log(3.0)
 FAST = settings(max_examples=30, deadline=None)
@@ -128,6 +129,8 @@ def test_soft_cross_entropy_has_the_same_gradient_as_the_kl():
     (grad_kl,) = torch.autograd.grad(soft_distillation_loss(student, teacher, T=3.0) / 9.0, student)
     (grad_ce,) = torch.autograd.grad(soft_cross_entropy(student, teacher, T=3.0), student)
     torch.testing.assert_close(grad_kl, grad_ce)
+    q, p = torch.softmax(student.detach() / 3.0, dim=1), torch.softmax(teacher / 3.0, dim=1)
+    torch.testing.assert_close(grad_ce, (q - p) / (3.0 * student.shape[0]))  # no T²: (q − p) / (T · batch)
 
 
 def test_hard_and_logit_matching_gradients():
@@ -297,6 +300,18 @@ def test_pkt_by_hand():
     assert pkt_loss(student, teacher).item() == pytest.approx(0.5 * math.log(1.125), rel=1e-5)
 
 
+def test_pkt_scale_invariance_regression():
+    # found by Hypothesis: with x / (‖x‖ + eps) the loss moved by 3.6e-5 (relative) when the student was halved
+    student = torch.tensor([[-2.0, 2.5], [2.5, -3.0], [2.5, 2.5]], dtype=torch.float64)
+    teacher = torch.tensor([[0.5, 1.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    loss = pkt_loss(student, teacher)
+    for scaled in [(0.5 * student, teacher), (student, 0.5 * teacher), (3.7 * student, teacher)]:
+        assert pkt_loss(*scaled).item() == pytest.approx(loss.item(), rel=1e-12, abs=0)
+    with_zero_row = torch.cat([student, torch.zeros(1, 2, dtype=torch.float64)]).requires_grad_(True)
+    (grad,) = torch.autograd.grad(pkt_loss(with_zero_row, torch.cat([teacher, teacher[:1]])), with_zero_row)
+    assert torch.isfinite(grad).all()
+
+
 def test_dist_loss_against_numpy_pearson():
     student, teacher = random_logits(batch=4, classes=5)
     q, p = torch.softmax(student, 1).numpy(), torch.softmax(teacher, 1).numpy()
@@ -325,6 +340,41 @@ def test_fitnet_hint_identity_adapter_is_plain_mse_and_zero_at_the_teacher():
     cosine = FitNetHint(3, 3, kind="cosine")
     cosine.load_state_dict(hint.state_dict())
     assert cosine(student, 2.0 * student).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_contrastive_hint_identity_heads_by_hand():
+    hint = ContrastiveHint(2, 2, proj_dim=2, temperature=0.5)
+    with torch.no_grad():
+        for head in [hint.student_head, hint.teacher_head]:
+            head.weight.copy_(torch.eye(2))
+            head.bias.zero_()
+    student = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])  # unit: e1, e2, (e1 + e2)/√2
+    teacher = torch.tensor([[4.0, 0.0], [0.0, 1.0], [0.0, 5.0]])  # unit: e1, e2, e2
+    # cosines / 0.5: row 0 (2, 0, 0), row 1 (0, 2, 2), row 2 all √2; positive on the diagonal
+    e2 = math.exp(-2.0)
+    expected = (math.log(1 + 2 * e2) + math.log(2 + e2) + math.log(3.0)) / 3
+    assert hint(student, teacher).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_contrastive_hint_learns_a_linear_relation_but_not_random_pairs():
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.randn(8, 8, generator=generator)  # invertible (almost surely): teacher = student @ mixing
+    final = {}
+    for paired in [True, False]:
+        torch.manual_seed(0)
+        hint = ContrastiveHint(8, 8, proj_dim=16)
+        optimiser = torch.optim.Adam(hint.parameters(), lr=1e-2)
+        for _ in range(30):  # a fresh batch every step: random pairs cannot be memorised
+            student = torch.randn(32, 8, generator=generator)
+            teacher = student @ mixing if paired else torch.randn(32, 8, generator=generator)
+            loss = hint(student, teacher)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        student = torch.randn(32, 8, generator=generator)
+        teacher = student @ mixing if paired else torch.randn(32, 8, generator=generator)
+        final[paired] = hint(student, teacher).item()
+    assert final[True] < 0.5 * math.log(32) < final[False]
 
 
 def test_fitnet_hint_feature_maps_are_a_1x1_conv_after_pooling():
@@ -426,6 +476,39 @@ def test_fitnet_hint_input_checks():
         hint(torch.randn(2, 8, 3, 3), torch.randn(2, 16))
     with pytest.raises(ValueError, match="kind must be 'mse' or 'cosine'"):
         FitNetHint(8, 16, kind="l1")
+
+
+def test_contrastive_hint_input_checks():
+    hint = ContrastiveHint(8, 16)
+    with pytest.raises(ValueError, match=r"student_feat has 7 features.*ContrastiveHint\(student_dim, teacher_dim"):
+        hint(torch.randn(4, 7), torch.randn(4, 16))
+    with pytest.raises(ValueError, match="teacher_feat has 15 features"):
+        hint(torch.randn(4, 8), torch.randn(4, 15))
+    with pytest.raises(ValueError, match="at least 2"):
+        hint(torch.randn(1, 8), torch.randn(1, 16))
+    with pytest.raises(ValueError, match="different batch sizes"):
+        hint(torch.randn(4, 8), torch.randn(5, 16))
+    with pytest.raises(ValueError, match=r"must be 2-D \(batch, dim\)"):
+        hint(torch.randn(4, 8, 1), torch.randn(4, 16))
+    for temperature in [0.0, -0.1, float("nan"), True]:
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            ContrastiveHint(8, 16, temperature=temperature)
+
+
+def test_public_validators():
+    assert check_temperature(4) == 4.0 and isinstance(check_temperature(4), float)
+    assert check_alpha(np.float32(0.25)) == 0.25 and check_alpha(1) == 1.0
+    assert check_alpha(3.0, form="additive") == 3.0
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\] for form='convex'"):
+        check_alpha(3.0)
+    with pytest.raises(ValueError, match="alpha must be finite and >= 0 for form='additive'"):
+        check_alpha(float("inf"), form="additive")
+    with pytest.raises(ValueError, match="form must be 'convex' or 'additive', got 'sum'"):
+        check_alpha(0.5, form="sum")
+    with pytest.raises(TypeError, match="alpha must be a real number"):
+        check_alpha(torch.tensor(0.5))
+    with pytest.raises(ValueError, match="temperature T must be finite and > 0"):
+        check_temperature(0)
 
 
 def test_public_api_is_complete():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mmkd_utils.experiment import readme_block
+from mmkd_utils.report import readme_block
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf8")

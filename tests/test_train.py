@@ -2,9 +2,12 @@
 import pytest
 import torch
 
+from mmkd_utils import losses
 from mmkd_utils.models import FusionClassifier, ImageCNN
-from mmkd_utils.train import (NonFiniteLossError, Objective, TrainConfig, batches, cache_teacher_outputs,
-                              cached_view_augment, fit, predict, shift_augment)
+from mmkd_utils.objective import Objective
+from mmkd_utils.signals import cache_teacher_outputs
+from mmkd_utils.train import NonFiniteLossError, TrainConfig, batches, fit, predict
+from mmkd_utils.views import cached_view_augment, shift_augment
 
 
 def blobs(n=240, dim=8, classes=3, seed=0):
@@ -54,11 +57,28 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     reference = model()
     ref_hist = fit(reference, blobs(), blobs(seed=1), config=FAST)
 
+    import mmkd_utils.train as train_module
+
+    real_epoch = train_module.train_epoch
+
+    def dies_in_epoch_3(model, train, objective, optimizer, config, epoch, **kwargs):
+        if epoch == 3:  # the process is killed two batches into epoch 3
+            done = []
+
+            def augment(batch, gen):
+                if len(done) == 2:
+                    raise KeyboardInterrupt("killed")
+                done.append(batch)
+                return batch
+
+            kwargs["augment"] = augment
+        return real_epoch(model, train, objective, optimizer, config, epoch, **kwargs)
+
     torch.manual_seed(0)
     m = model()
-    steps_per_epoch = 240 // 32 + 1
-    with pytest.raises(KeyboardInterrupt):  # dies in the middle of epoch 3
-        fit(m, blobs(), blobs(seed=1), config=FAST, checkpoint_dir=tmp_path, stop_after_steps=3 * steps_per_epoch + 2)
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(train_module, "train_epoch", dies_in_epoch_3)
+        fit(m, blobs(), blobs(seed=1), config=FAST, checkpoint_dir=tmp_path)
     assert (tmp_path / "state.safetensors").exists() and not list(tmp_path.glob("*.tmp"))
     resumed = model()  # a fresh process would build a fresh model
     hist = fit(resumed, blobs(), blobs(seed=1), config=FAST, checkpoint_dir=tmp_path, resume=True)
@@ -107,7 +127,7 @@ def test_unlabelled_rows_learn_only_from_the_teacher():
 def test_nan_loss_stops_with_the_step_and_term():
     data = blobs()
     data["x"][5, 0] = float("nan")
-    with pytest.raises(NonFiniteLossError, match=r"epoch 0, step \d+ \(ce=nan"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0, batch \d+ \(ce=nan"):
         fit(model(), data, config=TrainConfig(epochs=1, batch_size=16))
 
 
@@ -173,3 +193,96 @@ def test_image_student_runs_through_the_loop_with_augmentation():
     data = {"image": torch.randn(40, 3, 16, 16, generator=g), "label": torch.arange(40) % 2, "index": torch.arange(40)}
     hist = fit(ImageCNN(2, width=4), data, data, config=TrainConfig(epochs=2, batch_size=8), augment=shift_augment(2))
     assert len(hist.epochs) == 2 and 0.0 <= hist.epochs[-1]["val_acc"] <= 1.0
+
+
+def hand_written_loop(model, train, objective, config):
+    """The loop notebook 05 shows: public names only, no more than 25 lines."""
+    import math
+
+    from mmkd_utils.train import epoch_generator, make_scheduler
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = make_scheduler(optimizer, config, math.ceil(len(train["label"]) / config.batch_size))
+    model.train()
+    for epoch in range(config.epochs):
+        rows = batches(train, config.batch_size, shuffle=True, generator=epoch_generator(config.seed, epoch))
+        for batch in rows:
+            loss = objective.terms(model(batch), batch)["total"]
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+    return model
+
+
+def test_a_hand_written_loop_gives_bit_identical_weights_to_fit():
+    import ast
+    import inspect
+
+    source = inspect.getsource(hand_written_loop)
+    assert len(source.strip().splitlines()) <= 25
+    names = {n.attr for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Attribute)}
+    names |= {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
+    assert not [n for n in names if n.startswith("_")], "the loop uses a private name"
+    train = blobs()
+    torch.manual_seed(1)
+    teacher = model()
+    fit(teacher, train, config=TrainConfig(epochs=2))
+    train = {**train, **cache_teacher_outputs(teacher, train)}
+    objective, config = Objective("soft", T=2.0, alpha=0.7), TrainConfig(epochs=3, lr=1e-2, batch_size=32, seed=5)
+    torch.manual_seed(0)
+    by_fit = model()  # dropout 0.1: the loop must consume the RNG exactly as fit does
+    fit(by_fit, train, None, objective, config)
+    torch.manual_seed(0)
+    by_hand = hand_written_loop(model(), train, objective, config)
+    assert all(torch.equal(v, by_fit.state_dict()[k]) for k, v in by_hand.state_dict().items())
+
+
+def test_train_epoch_is_what_fit_repeats():
+    from mmkd_utils.train import make_optimizer, make_scheduler, train_epoch
+
+    config = TrainConfig(epochs=2, lr=1e-2, batch_size=32, scheduler="none")
+    torch.manual_seed(0)
+    by_fit = model()
+    history = fit(by_fit, blobs(), None, Objective(), config)
+    torch.manual_seed(0)
+    by_epoch = model()
+    optimizer = make_optimizer(by_epoch, Objective(), config)
+    assert make_scheduler(optimizer, config, 8) is None
+    records = [train_epoch(by_epoch, blobs(), Objective(), optimizer, config, epoch) for epoch in range(2)]
+    assert all(torch.equal(v, by_fit.state_dict()[k]) for k, v in by_epoch.state_dict().items())
+    assert [r["train_total"] for r in records] == history.column("train_total")
+
+
+@pytest.mark.parametrize("make_loss", [
+    lambda: losses.FitNetHint(16, 6),
+    lambda: losses.ContrastiveHint(16, 6),
+    lambda: losses.rkd_distance_loss,
+    lambda: losses.rkd_angle_loss,
+    lambda: losses.pkt_loss,
+], ids=["fitnet", "contrastive", "rkd-distance", "rkd-angle", "pkt"])
+def test_any_feature_loss_trains_through_fit(make_loss):
+    train = {**blobs(n=64), "teacher_feat": torch.randn(64, 6, generator=torch.Generator().manual_seed(0))}
+    feature_loss = make_loss()
+    torch.manual_seed(0)
+    student = model()  # FusionClassifier: embed (B, 16) and head
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    adapter_before = [p.clone() for p in getattr(feature_loss, "parameters", lambda: [])()]
+    history = fit(student, train, None, Objective("ce", feature_weight=1.0, feature_loss=feature_loss),
+                  TrainConfig(epochs=1, batch_size=32))
+    assert history.epochs[0]["train_feature"] > 0 and torch.isfinite(torch.tensor(history.epochs[0]["train_total"]))
+    assert any(not torch.equal(v, before[k]) for k, v in student.state_dict().items())
+    for p, q in zip(getattr(feature_loss, "parameters", lambda: [])(), adapter_before):
+        assert not torch.equal(p, q)  # a module's parameters (the adapter) train with the student
+
+
+def test_objective_uses_the_one_rule_for_alpha():
+    Objective("soft", alpha=2.0, form="additive")  # the source article's form: any α ≥ 0
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        Objective("soft", alpha=2.0)
+    with pytest.raises(TypeError, match="callable"):
+        Objective("ce", feature_weight=1.0, feature_loss="fitnet")
+    logits, batch = torch.tensor([[2.0, 0.0, -1.0]]), {"label": torch.tensor([0]), "teacher_logits": torch.tensor([[0.0, 1.0, 0.0]])}
+    terms = Objective("soft", T=2.0, alpha=2.0, form="additive").terms(logits, batch)
+    assert torch.allclose(terms["total"], terms["ce"] + 2.0 * terms["distill"])

@@ -87,16 +87,18 @@ def test_students_train_on_the_views_the_teacher_labelled():
     """Under cached views every image-student method sees the views; view 0 of the teacher's outputs is
     what the teacher says about the clean training images."""
     from mmkd_utils.config import get_config
-    from mmkd_utils.experiment import build_teacher, multi_view_columns, prepare_data, run_seed
-    from mmkd_utils.train import cache_teacher_outputs
+    from mmkd_utils.experiment import run_seed
+    from mmkd_utils.prepare import prepare_data
+    from mmkd_utils.recipes import build_teacher
+    from mmkd_utils.signals import cache_teacher_outputs, multi_view_columns
 
     config = get_config("tiny", teacher_views=3, students=("image",), methods=("labels", "soft"), distill_from="image")
     data = prepare_data(config)
-    n = data["train"]["label"].shape[0]
-    assert data["train_views"]["image"].shape == (n, 3, 3, 32, 32)
+    n = data.train["label"].shape[0]
+    assert data.signals["teacher_views"]["image"].shape == (n, 3, 3, 32, 32)
     teacher = build_teacher("image", config, data)
     views = multi_view_columns(teacher, data)
-    clean = cache_teacher_outputs(teacher, data["train"], features=True)
+    clean = cache_teacher_outputs(teacher, data.train, features=True)
     assert views["teacher_logits"].shape[:2] == (n, 3)
     assert torch.allclose(views["teacher_logits"][:, 0], clean["teacher_logits"], atol=1e-5)
     assert torch.allclose(views["teacher_feat"][:, 0], clean["teacher_feat"], atol=1e-5)

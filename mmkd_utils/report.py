@@ -1,0 +1,239 @@
+"""Reporting: results tables, their markdown, the compression verdict, and publishing to the README.
+
+Introduced in notebook 05 (reading a results table) and 07 (evaluation). Everything here reads the
+rows that ``experiment.run`` wrote and never trains anything: ``summary_table`` (mean ± std over seeds
+and the paired difference to labels only), ``markdown_table``, ``compression_summary`` (does the best
+distilled student, chosen on validation, meet the course's 95 % / 10× / 5× target?), ``write_results``,
+``command_for`` (the command that reruns a result) and ``publish`` (the README's tables from
+``results/<name>/results.json``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from . import evaluate as ev
+from .checkpoint import atomic_write_json
+
+
+def mean_std_cell(mean: float, std: float, n: int, scale: float = 100.0, signed: bool = False) -> str:
+    """``mean ± std`` in %, or the value alone with ``(n = 1)`` for a single seed (a spread of one run is
+    not zero, it is unknown)."""
+    value = f"{scale * mean:+.1f}" if signed else f"{scale * mean:.1f}"
+    return f"{value} ± {scale * std:.1f}" if n > 1 else f"{value} (n = 1)"
+
+
+def summary_table(rows: list[dict], costs: dict[str, dict] | None = None) -> list[dict]:
+    """Mean ± std over seeds per (model, method), the paired difference to that model's label-only runs,
+    and the model's size and CPU latency from ``costs`` (see ``model_costs``)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["method"]), []).append(r)
+    table = []
+    for (model, method), runs in groups.items():
+        runs = sorted(runs, key=lambda r: r["seed"])
+        entry = {"model": model, "method": method, "n_seeds": len(runs)}
+        for metric in ("val_accuracy", "accuracy", "macro_f1", "ece", "agreement"):
+            if metric in runs[0]:
+                entry[f"{metric}_mean"], entry[f"{metric}_std"] = ev.summarize([r[metric] for r in runs])
+        entry["params"] = runs[0]["params"]
+        for key in ("latency_ms_b1", "latency_ms_b64", "throughput_b64"):
+            if costs and key in costs.get(model, {}):
+                entry[key] = costs[model][key]
+        base = groups.get((model, "labels"))
+        if method != "labels" and base is not None:
+            base = sorted(base, key=lambda r: r["seed"])
+            if [r["seed"] for r in base] == [r["seed"] for r in runs]:
+                entry["vs_labels"] = ev.paired_difference([r["accuracy"] for r in runs], [r["accuracy"] for r in base])
+        table.append(entry)
+    return table
+
+
+def markdown_table(table: list[dict]) -> str:
+    """The results table in markdown (accuracy and macro-F1 as mean ± std over seeds, in %)."""
+    lines = ["| model | method | val acc (%) | test acc (%) | macro-F1 (%) | Δ test acc vs labels only (paired) "
+             "| agreement w/ teacher (%) | params | CPU latency b=1 (ms) |",
+             "|---|---|---|---|---|---|---|---:|---:|"]
+    for e in table:
+        n = e["n_seeds"]
+        acc = mean_std_cell(e["accuracy_mean"], e["accuracy_std"], n)
+        f1 = mean_std_cell(e["macro_f1_mean"], e["macro_f1_std"], n)
+        if "vs_labels" in e:
+            d = e["vs_labels"]
+            delta = mean_std_cell(d["mean"], d["std"], d["n"], signed=True) + (" **" if d["n"] > 1 and abs(d["mean"]) > 2 * d["std"] else "")
+        else:
+            delta = "—"
+        agree = f"{100 * e['agreement_mean']:.1f}" if "agreement_mean" in e else "—"
+        val = f"{100 * e['val_accuracy_mean']:.1f}" if "val_accuracy_mean" in e else "—"
+        latency = f"{e['latency_ms_b1']:.2f}" if "latency_ms_b1" in e else "—"
+        lines.append(f"| {e['model']} | {e['method']} | {val} | {acc} | {f1} | {delta} | {agree} | {e['params']:,} | {latency} |")
+    return "\n".join(lines)
+
+
+KEEP_TARGET, PARAMS_TARGET, LATENCY_TARGET = 0.95, 10.0, 5.0  # the course's compression target
+
+
+def compression_summary(table: list[dict], teacher: str) -> list[dict]:
+    """For each student, its distilled method with the best mean *validation* accuracy (never chosen on
+    test), and how it compares with the teacher it learnt from: the share of the teacher's test accuracy
+    it keeps, and how many times fewer parameters and lower CPU latency (batch 1) it has."""
+    by_key = {(e["model"], e["method"]): e for e in table}
+    t = by_key.get((f"teacher ({teacher})", "labels"))
+    out = []
+    for model in dict.fromkeys(e["model"] for e in table if e["model"].endswith("student")):
+        distilled = [e for e in table if e["model"] == model and e["method"] != "labels" and "val_accuracy_mean" in e]
+        if t is None or not distilled or "accuracy_mean" not in t:
+            continue
+        best = max(distilled, key=lambda e: e["val_accuracy_mean"])
+        entry = {"model": model, "method": best["method"], "keeps": best["accuracy_mean"] / t["accuracy_mean"],
+                 "fewer_params": t["params"] / best["params"]}
+        if (model, "labels") in by_key:  # what the student keeps without a teacher: the credit KD can claim
+            entry["keeps_labels_only"] = by_key[(model, "labels")]["accuracy_mean"] / t["accuracy_mean"]
+        if "latency_ms_b1" in t and "latency_ms_b1" in best:
+            entry["faster"] = t["latency_ms_b1"] / best["latency_ms_b1"]
+        entry["meets_target"] = (entry["keeps"] >= KEEP_TARGET and entry["fewer_params"] >= PARAMS_TARGET
+                                 and entry.get("faster", 0.0) >= LATENCY_TARGET)
+        out.append(entry)
+    return out
+
+
+def compression_markdown(table: list[dict], teacher: str) -> str:
+    """One line per student: does its best distilled method (chosen on validation) keep ≥ 95 % of the
+    teacher's accuracy with ≥ 10× fewer parameters and ≥ 5× lower latency?"""
+    lines = []
+    for e in compression_summary(table, teacher):
+        faster = f"{e['faster']:.0f}× lower latency" if "faster" in e else "latency not measured"
+        verdict = "meets" if e["meets_target"] else "misses"
+        alone = f" (labels only: {100 * e['keeps_labels_only']:.1f} %)" if "keeps_labels_only" in e else ""
+        lines.append(f"- {e['model']}, {e['method']} (best distilled method on validation): keeps "
+                     f"{100 * e['keeps']:.1f} %{alone} of the {teacher} teacher's test accuracy with {e['fewer_params']:.0f}× "
+                     f"fewer parameters and {faster} — {verdict} the 95 % / 10× / 5× target.")
+    return "\n".join(lines)
+
+
+def write_results(result: dict, out: Path) -> None:
+    """``results.json``, ``results.md`` (a header naming the data, then the table) and ``results.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(result, out / "results.json")
+    cfg = result["config"]
+    one_seed = "; one seed: no spread" if len(cfg["seeds"]) == 1 else ""
+    notes = "".join(f"Note: {n}\n" for n in result.get("notes", []))
+    header = (f"# Results: `{cfg['name']}`\n\nData: {cfg.get('data', 'openmoji')}; label column: {cfg['label']}; "
+              f"label fraction {cfg['label_fraction']}; label noise {cfg['label_noise']}; students distil from the "
+              f"{cfg['distill_from']} teacher (T={cfg['T']}, α={cfg['alpha']}); seeds {cfg['seeds']}; "
+              f"{result['seconds'] / 60:.1f} min on {result['device']} ({result['torch_threads']} threads).\n"
+              "Mean ± std over seeds on the test split; Δ is the paired difference to the same student "
+              f"trained on labels only (same seeds); ** marks |Δ| > 2 std{one_seed}.\n{notes}\n")
+    (out / "results.md").write_text(header + markdown_table(result["table"]) + "\n", encoding="utf8")
+    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
+
+    from .plots import results_bars
+
+    fig = Figure(figsize=(7, 0.35 * len(result["table"]) + 1.2))
+    results_bars(result["table"], ax=fig.add_subplot(),
+                 title=f"{cfg['name']}: test accuracy, mean ± std over {len(cfg['seeds'])} seed(s)")
+    fig.tight_layout()
+    fig.savefig(out / "results.png", dpi=110)
+
+
+def jsonable(obj):
+    """``obj`` with tuples as lists, as JSON stores them (so configurations compare equal after a round trip)."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def val_summary(values: list[float]) -> dict:
+    """Mean and std of validation accuracies over seeds."""
+    mean, std = ev.summarize(values)
+    return {"val_accuracy_mean": mean, "val_accuracy_std": std, "n_seeds": len(values)}
+
+
+def val_cell(entry: dict, best: dict) -> str:
+    """A selection table's cell: validation accuracy over seeds, the best marked."""
+    return (mean_std_cell(entry["val_accuracy_mean"], entry["val_accuracy_std"], entry["n_seeds"])
+            + (" ← best" if entry is best else ""))
+
+
+def write_selection(config, stem: str, result: dict, lines: list[str]) -> None:
+    """A validation-only selection's files: ``<out_dir>/<name>/<stem>.json`` and its table ``<stem>.md``."""
+    out = Path(config.out_dir) / config.name
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(result, out / f"{stem}.json")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf8")
+
+
+# ------------------------------------------------------------------------------------ publishing
+def command_for(config: dict, jobs: int = 1) -> str:
+    """The command line that reruns an experiment: its configuration's differences from ``cpu``."""
+    from .config import get_config
+
+    default = jsonable(asdict(get_config(config.get("base", "cpu"))))
+    args = []
+    for key, value in config.items():
+        if key in ("teacher_train", "student_train"):  # the CLI sets their epochs and learning rate
+            args += [f"--{key.split('_')[0]}_{k} {value[k]}" for k in ("epochs", "lr") if value[k] != default[key][k]]
+            continue
+        if value == default.get(key):
+            continue
+        shown = ",".join(map(str, value)) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else value
+        args.append(f"--{key} {shown}")
+    args += [f"--jobs {jobs}"] if jobs > 1 else []
+    return " ".join(["python -m mmkd_utils run --config cpu", *args])
+
+
+def readme_block(results_dir: str | Path) -> str:
+    """The README's block for one results folder, from results.json: how to rerun it, where and how
+    long it ran, and its table."""
+    if (Path(results_dir) / "bench.json").exists():  # a benchmark folder (python -m mmkd_utils bench)
+        return bench_markdown(json.loads((Path(results_dir) / "bench.json").read_text(encoding="utf8"))).rstrip("\n")
+    result = json.loads((Path(results_dir) / "results.json").read_text(encoding="utf8"))
+    caption = (f"`{command_for(result['config'], result.get('jobs', 1))}` — {result['seconds'] / 60:.0f} min on "
+               f"{result['device']} ({result['torch_threads']} threads, {result.get('jobs', 1)} seed(s) at a time; latency "
+               f"on {result.get('latency_threads', '?')} thread), "
+               f"torch {result['versions']['torch']}, seeds {', '.join(map(str, result['config']['seeds']))}; "
+               f"students distil from the {result['config']['distill_from']} teacher at T = {result['config']['T']}, "
+               f"α = {result['config']['alpha']}.")
+    summary = compression_markdown(result["table"], result["config"]["distill_from"])
+    return caption + "\n\n" + markdown_table(result["table"]) + (f"\n\n{summary}" if summary else "")
+
+
+def publish(readme: str | Path = "README.md", results_root: str | Path = "results") -> list[str]:
+    """Refresh every ``<!-- results:NAME:start -->`` … ``<!-- results:NAME:end -->`` block of the README
+    from ``results/NAME/results.json``; returns the names refreshed."""
+    import re
+
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf8")
+    names = re.findall(r"<!-- results:([\w.-]+):start -->", text)
+    for name in names:
+        start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
+        if end not in text:
+            raise ValueError(f"{readme}: {start} has no matching {end}")
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{readme_block(Path(results_root) / name)}\n{end}{tail}"
+    readme.write_text(text, encoding="utf8")
+    return names
+
+
+def bench_markdown(result: dict) -> str:
+    e = result["epoch_seconds"]
+    lines = [f"Benchmark on {result['torch_threads']} CPU thread(s), median of {result['repeats']} repeats.", "",
+             "| one epoch of the image student | seconds | × labels only |", "|---|---:|---:|",
+             f"| labels only | {e['labels_only']:.2f} | 1.00 |",
+             f"| distillation, cached teacher logits | {e['kd_cached_teacher']:.2f} | {e['cached_over_labels']:.2f} |",
+             f"| distillation, teacher run online | {e['kd_online_teacher']:.2f} | {e['online_over_labels']:.2f} |",
+             "", "| model | params | size (MB) | latency b=1 (ms) | latency b=64 (ms) | throughput b=64 (/s) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in result["inference"]:
+        lines.append(f"| {r['model']} | {r['params']:,} | {r['size_mb']:.2f} | {r['latency_ms_b1']:.2f} | "
+                     f"{r['latency_ms_b64']:.1f} | {r['throughput_b64']:.0f} |")
+    if "nbval_seconds" in result:
+        lines += ["", "| notebook | nbval seconds |", "|---|---:|"]
+        lines += [f"| {Path(p).name} | {s:.1f} |" for p, s in result["nbval_seconds"].items()]
+        lines.append(f"| **all** | **{sum(result['nbval_seconds'].values()):.1f}** |")
+    return "\n".join(lines) + "\n"
