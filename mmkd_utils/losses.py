@@ -119,7 +119,10 @@ def softmax_t(logits: Tensor, T: float) -> Tensor:
 
 
 def soft_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, T: float = 4.0) -> Tensor:
-    """Hinton's soft-target loss ``T² · KL(p ‖ q)``, summed over classes and averaged over the batch.
+    """The soft-target loss as code writes it, ``T² · KL(p ‖ q)``, summed over classes, batch mean.
+
+    Hinton et al. (2015) used the cross-entropy to the soft targets and scaled its gradients by ``T²``; the
+    ``T²·KL`` form differs from that by the constant ``T²·H(p)`` and has the same gradient.
 
     Introduced in notebook 02. ``p = softmax(teacher_logits / T)``, ``q = softmax(student_logits / T)``.
     Both sides go through ``log_softmax`` (numerically stable), the teacher is the *target* of ``kl_div``,
@@ -147,8 +150,9 @@ def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, T: float 
     this is the plain cross-entropy with probability targets (``F.cross_entropy`` with soft labels gives
     the same number), so ``T = 1`` with one-hot teachers is ordinary cross-entropy. For a distillation
     term, use ``soft_distillation_loss`` (which has the ``T²``) or multiply by ``T²`` yourself.
-    Argument order matters: the teacher's ``p`` weights the student's ``log q``; the reverse,
-    ``H(q, p)``, is minimised by a one-hot student (notebook 02 shows it).
+    Argument order matters: the teacher's ``p`` weights the student's ``log q``. The reverse,
+    ``H(q, p) = KL(q ‖ p) + H(q)``, also rewards a low-entropy student: its infimum is approached by a
+    one-hot student on the teacher's top class and never reached (notebook 02 shows it).
     """
     T = check_temperature(T)
     _check_logits(student_logits, teacher_logits)
@@ -172,9 +176,9 @@ def logit_matching_loss(student_logits: Tensor, teacher_logits: Tensor, center: 
 
     Introduced in notebook 02; it is the source article's "hard distillation" ``½‖S(x) − T(x)‖²``
     (Ba & Caruana 2014's logit regression). With ``center=True`` each row's mean logit is subtracted
-    first (Hinton et al.'s zero-mean assumption): softmax ignores a per-row constant, so only centred
-    logits are comparable, and then ``soft_distillation_loss → logit_matching_loss / classes`` as
-    ``T → ∞``. With ``center=False`` the raw logits are compared.
+    first (Hinton et al.'s zero-mean assumption), which is what makes
+    ``soft_distillation_loss → logit_matching_loss / classes`` as ``T → ∞``. With ``center=False`` the raw
+    logits are compared (Ba & Caruana's loss); both have the same minimiser, ``z = v``.
     """
     _check_logits(student_logits, teacher_logits)
     if center:
