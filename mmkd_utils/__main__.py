@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--notebooks", nargs="*", default=None, help="notebooks to time under nbval")
     rem = sub.add_parser("remeasure", help="measure the models' CPU latency again and rewrite a results folder")
     rem.add_argument("folders", nargs="+", help="results folders, e.g. results/main")
-    pub = sub.add_parser("publish", help="refresh the README's results tables from results/<name>/results.json")
+    pub = sub.add_parser("publish", help="refresh results/README.md's tables, the README's findings and "
+                                         "results/findings.png from results/<name>/results.json")
     pub.add_argument("--readme", default="README.md")
     pub.add_argument("--results", default="results", help="folder holding one subfolder per experiment")
     return parser
@@ -147,9 +148,9 @@ def _command(args: argparse.Namespace) -> None:
             remeasure(folder)
             print(f"remeasured {folder}")
     elif args.command == "publish":
-        from .report import publish
+        from .publish import publish
 
-        print("refreshed:", ", ".join(publish(args.readme, args.results)) or "no results blocks in the README")
+        print("refreshed:", ", ".join(publish(args.readme, args.results)) or "no results blocks")
     elif args.command == "run":
         from .experiment import run
         from .report import markdown_table

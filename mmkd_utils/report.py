@@ -1,11 +1,11 @@
-"""Reporting: results tables, their markdown, the compression verdict, and publishing to the README.
+"""Reporting: results tables, their markdown, the compression verdict, the command that reruns a result.
 
 Introduced in notebook 05 (reading a results table) and 07 (evaluation). Everything here reads the
 rows that ``experiment.run`` wrote and never trains anything: ``summary_table`` (mean ± std over seeds
 and the paired difference to labels only), ``markdown_table``, ``compression_summary`` (does the best
 distilled student, chosen on validation, meet the course's 95 % / 10× / 5× target?), ``write_results``,
-``command_for`` (the command that reruns a result) and ``publish`` (the README's tables from
-``results/<name>/results.json``).
+``command_for`` (the command that reruns a result) and ``bench_markdown``. Publishing them to the
+README and ``results/README.md`` is ``publish.py``.
 """
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def write_selection(config, stem: str, result: dict, lines: list[str]) -> None:
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf8")
 
 
-# ------------------------------------------------------------------------------------ publishing
+# ------------------------------------------------------------------------------------ rerunning
 def command_for(config: dict, jobs: int = 1) -> str:
     """The command line that reruns an experiment: its configuration's differences from ``cpu``."""
     from .config import get_config
@@ -185,42 +185,8 @@ def command_for(config: dict, jobs: int = 1) -> str:
     return " ".join(["python -m mmkd_utils run --config cpu", *args])
 
 
-def readme_block(results_dir: str | Path) -> str:
-    """The README's block for one results folder, from results.json: how to rerun it, where and how
-    long it ran, and its table."""
-    if (Path(results_dir) / "bench.json").exists():  # a benchmark folder (python -m mmkd_utils bench)
-        return bench_markdown(json.loads((Path(results_dir) / "bench.json").read_text(encoding="utf8"))).rstrip("\n")
-    result = json.loads((Path(results_dir) / "results.json").read_text(encoding="utf8"))
-    caption = (f"`{command_for(result['config'], result.get('jobs', 1))}` — {result['seconds'] / 60:.0f} min on "
-               f"{result['device']} ({result['torch_threads']} threads, {result.get('jobs', 1)} seed(s) at a time; latency "
-               f"on {result.get('latency_threads', '?')} thread), "
-               f"torch {result['versions']['torch']}, seeds {', '.join(map(str, result['config']['seeds']))}; "
-               f"students distil from the {result['config']['distill_from']} teacher at T = {result['config']['T']}, "
-               f"α = {result['config']['alpha']}.")
-    summary = compression_markdown(result["table"], result["config"]["distill_from"])
-    return caption + "\n\n" + markdown_table(result["table"]) + (f"\n\n{summary}" if summary else "")
-
-
-def publish(readme: str | Path = "README.md", results_root: str | Path = "results") -> list[str]:
-    """Refresh every ``<!-- results:NAME:start -->`` … ``<!-- results:NAME:end -->`` block of the README
-    from ``results/NAME/results.json``; returns the names refreshed."""
-    import re
-
-    readme = Path(readme)
-    text = readme.read_text(encoding="utf8")
-    names = re.findall(r"<!-- results:([\w.-]+):start -->", text)
-    for name in names:
-        start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
-        if end not in text:
-            raise ValueError(f"{readme}: {start} has no matching {end}")
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = f"{head}{start}\n{readme_block(Path(results_root) / name)}\n{end}{tail}"
-    readme.write_text(text, encoding="utf8")
-    return names
-
-
 def bench_markdown(result: dict) -> str:
+    """The benchmark's tables (``python -m mmkd_utils bench``): epoch costs, inference costs, nbval times."""
     e = result["epoch_seconds"]
     lines = [f"Benchmark on {result['torch_threads']} CPU thread(s), median of {result['repeats']} repeats.", "",
              "| one epoch of the image student | seconds | × labels only |", "|---|---:|---:|",

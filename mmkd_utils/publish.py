@@ -1,0 +1,149 @@
+"""Publishing: the README's findings and ``results/README.md``'s full tables, from ``results/``.
+
+``python -m mmkd_utils publish`` refreshes, from the files ``experiment.run`` wrote:
+
+- every ``<!-- results:NAME:start -->`` … ``<!-- results:NAME:end -->`` block (in ``results/README.md``):
+  the command that reruns ``results/NAME``, where and how long it ran, its table and compression verdict;
+- the README's ``<!-- findings:start -->`` … ``<!-- findings:end -->`` block: one row per setting and
+  student, the distilled method that did best on *validation*, its paired Δ against labels only, and a
+  verdict (``win`` / ``loss``: |Δ| > 2 std of the paired differences; otherwise ``no clear change``);
+- ``results/findings.png``, the same as a figure.
+
+No number is typed by hand: ``tests/test_readme.py`` checks that every block equals what this writes.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .report import bench_markdown, command_for, compression_markdown, markdown_table, mean_std_cell
+
+BLOCK = re.compile(r"<!-- results:([\w.-]+):start -->")
+
+
+def readme_block(results_dir: str | Path) -> str:
+    """The block for one results folder, from results.json: how to rerun it, where and how long it ran,
+    and its table."""
+    if (Path(results_dir) / "bench.json").exists():  # a benchmark folder (python -m mmkd_utils bench)
+        return bench_markdown(json.loads((Path(results_dir) / "bench.json").read_text(encoding="utf8"))).rstrip("\n")
+    result = json.loads((Path(results_dir) / "results.json").read_text(encoding="utf8"))
+    caption = (f"`{command_for(result['config'], result.get('jobs', 1))}` — {result['seconds'] / 60:.0f} min on "
+               f"{result['device']} ({result['torch_threads']} threads, {result.get('jobs', 1)} seed(s) at a time; latency "
+               f"on {result.get('latency_threads', '?')} thread), "
+               f"torch {result['versions']['torch']}, seeds {', '.join(map(str, result['config']['seeds']))}; "
+               f"students distil from the {result['config']['distill_from']} teacher at T = {result['config']['T']}, "
+               f"α = {result['config']['alpha']}.")
+    summary = compression_markdown(result["table"], result["config"]["distill_from"])
+    return caption + "\n\n" + markdown_table(result["table"]) + (f"\n\n{summary}" if summary else "")
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def settings(results_md: str | Path) -> list[tuple[str, str]]:
+    """(heading, results folder name) for every results block of ``results_md``, in order: the heading is
+    the nearest ``###`` above the block."""
+    out, heading = [], ""
+    for line in Path(results_md).read_text(encoding="utf8").splitlines():
+        if line.startswith("### "):
+            heading = line[4:].strip()
+        match = BLOCK.match(line)
+        if match and match.group(1) != "bench":
+            out.append((heading, match.group(1)))
+    return out
+
+
+def verdict(delta: dict) -> str:
+    """``win`` or ``loss`` when |Δ| > 2 std of the paired differences over ≥ 2 seeds, else ``no clear change``."""
+    if delta["n"] > 1 and abs(delta["mean"]) > 2 * delta["std"]:
+        return "win" if delta["mean"] > 0 else "loss"
+    return "no clear change"
+
+
+def findings(results_md: str | Path = "results/README.md", results_root: str | Path = "results") -> list[dict]:
+    """For every setting and student: the distilled method with the best mean validation accuracy (never
+    chosen on test), its paired Δ test accuracy against labels only, the verdict, and soft KD's Δ beside it."""
+    rows = []
+    for heading, name in settings(results_md):
+        table = json.loads((Path(results_root) / name / "results.json").read_text(encoding="utf8"))["table"]
+        for student in dict.fromkeys(e["model"] for e in table if e["model"].endswith("student")):
+            distilled = [e for e in table if e["model"] == student and "vs_labels" in e]
+            if not distilled:
+                continue
+            best = max(distilled, key=lambda e: e["val_accuracy_mean"])
+            soft = next((e for e in distilled if e["method"] == "soft"), None)
+            rows.append({"setting": heading, "anchor": github_anchor(heading), "name": name, "student": student,
+                         "method": best["method"], "delta": best["vs_labels"], "verdict": verdict(best["vs_labels"]),
+                         "soft_delta": soft["vs_labels"] if soft else None})
+    return rows
+
+
+def findings_markdown(rows: list[dict], link: str = "results/README.md") -> str:
+    """The README's findings table: each setting links to its full table."""
+    lines = ["| setting (full table) | student | best distilled on validation | Δ test acc vs labels (pp) | "
+             "verdict | soft KD Δ (pp) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        d, s = r["delta"], r["soft_delta"]
+        soft = mean_std_cell(s["mean"], s["std"], s["n"], signed=True) if s else "—"
+        lines.append(f"| [{r['name']}]({link}#{r['anchor']}) | {r['student'].replace(' student', '')} | {r['method']} | "
+                     f"{mean_std_cell(d['mean'], d['std'], d['n'], signed=True)} | {r['verdict']} | {soft} |")
+    return "\n".join(lines)
+
+
+def findings_figure(rows: list[dict], path: str | Path) -> None:
+    """The findings as a figure: paired Δ ± std per setting and student, coloured by verdict (soft KD as ×)."""
+    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
+
+    colours = {"win": "tab:green", "loss": "tab:red", "no clear change": "tab:gray"}
+    fig = Figure(figsize=(9, 0.3 * len(rows) + 1.8))
+    ax = fig.add_subplot()
+    for y, r in enumerate(rows):
+        d = r["delta"]
+        ax.errorbar(100 * d["mean"], y, xerr=100 * d["std"], fmt="o", color=colours[r["verdict"]], capsize=3)
+        if r["soft_delta"] is not None and r["method"] != "soft":
+            ax.plot(100 * r["soft_delta"]["mean"], y, "x", color="black", alpha=0.6, label="soft KD" if y == 0 else None)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)), [f"{r['name']} · {r['student'].replace(' student', '')} ({r['method']})" for r in rows],
+                  fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("Δ test accuracy vs the same student on labels only (pp, mean ± std over seeds)")
+    ax.set_title("Where distillation helps: the distilled method best on validation\n"
+                 "green: win, red: loss, grey: no clear change (|Δ| ≤ 2 std); ×: soft KD where it is not the best",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+
+
+def refresh_blocks(path: str | Path, results_root: str | Path = "results") -> list[str]:
+    """Refresh every results block of the markdown file ``path``; returns the names refreshed."""
+    path = Path(path)
+    text = path.read_text(encoding="utf8")
+    names = BLOCK.findall(text)
+    for name in names:
+        start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
+        if end not in text:
+            raise ValueError(f"{path}: {start} has no matching {end}")
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{readme_block(Path(results_root) / name)}\n{end}{tail}"
+    path.write_text(text, encoding="utf8")
+    return names
+
+
+def publish(readme: str | Path = "README.md", results_root: str | Path = "results") -> list[str]:
+    """Refresh ``results/README.md``'s tables, the README's findings block and ``results/findings.png``;
+    returns the names of the results blocks refreshed."""
+    results_md = Path(results_root) / "README.md"
+    names = refresh_blocks(results_md, results_root) + refresh_blocks(readme, results_root)
+    rows = findings(results_md, results_root)
+    text = Path(readme).read_text(encoding="utf8")
+    start, end = "<!-- findings:start -->", "<!-- findings:end -->"
+    if start in text:
+        head, rest = text.split(start, 1)
+        text = f"{head}{start}\n{findings_markdown(rows)}\n{end}{rest.split(end, 1)[1]}"
+        Path(readme).write_text(text, encoding="utf8")
+    findings_figure(rows, Path(results_root) / "findings.png")
+    return names
