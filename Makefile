@@ -14,7 +14,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup lab test test-fast notebooks data clean
+.PHONY: setup lab test test-fast notebooks data assignments clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,15 @@ test-fast: setup
 # Re-execute every notebook in place and strip volatile metadata (the one command for stored outputs).
 notebooks: setup
 	$(PY) -m mmkd_utils.notebooks notebooks/*.ipynb
+
+# The instructor's edition: student versions of every notebook, solutions removed by nbgrader's own tooling,
+# in build/assignments/ (the notebooks in notebooks/ are the executed solution versions).
+assignments: setup
+	rm -rf build/nbgrader && mkdir -p build/nbgrader/source/course
+	cp notebooks/*.ipynb build/nbgrader/source/course/
+	cd build/nbgrader && $(abspath $(VENV))/bin/nbgrader generate_assignment course --CourseDirectory.root=. --force --no-db --log-level=WARN
+	rm -rf build/assignments && cp -r build/nbgrader/release/course build/assignments
+	@echo "Student versions: build/assignments/"
 
 # Rebuild the OpenMoji dataset in data/ from the wheels (deterministic).
 data: setup
