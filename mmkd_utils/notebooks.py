@@ -1,12 +1,16 @@
-"""Course notebooks: execute them in place and strip volatile metadata (``make notebooks``).
+"""Course notebooks: execute them in place and strip volatile metadata (``make notebooks``), and point
+every Colab badge and setup cell at a fork (``python -m mmkd_utils.notebooks --repo OWNER/NAME``).
 
 Stored notebooks are what the code produces now: this is the one command that re-runs and cleans
 them. Widget state, execution timings and machine-specific metadata are removed; progress bars are
-off while executing (``TQDM_DISABLE=1``), so stored outputs are small and stable.
+off while executing (``TQDM_DISABLE=1``), so stored outputs are small and stable. The repository's
+address lives in one place, ``REPO_SLUG`` below; ``retarget`` rewrites it there and wherever it is
+written out (badges, setup cells, the README), and a test checks that they all agree.
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -60,11 +64,40 @@ def execute(path: str | Path, timeout: int = 600) -> float:
     return seconds
 
 
+def repo_addresses(text: str) -> set[str]:
+    """Every GitHub owner/name that ``text`` addresses in a Colab link or a GitHub URL."""
+    return set(re.findall(r"(?:colab\.research\.google\.com/github|github\.com)/([\w.-]+/[\w.-]+?)(?:/|\.git\b|\s|\))", text))
+
+
+def retarget(slug: str, root: str | Path | None = None) -> list[Path]:
+    """Point every badge, setup cell and README link at the GitHub repository ``slug`` ("owner/name"), from
+    ``REPO_SLUG`` (this module's constant is rewritten too). Returns the files changed."""
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", slug):
+        raise ValueError(f"--repo must be a GitHub owner/name such as my-university/mmkd, got {slug!r}")
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    files = [root / "README.md", *sorted((root / "notebooks").glob("*.ipynb")), root / "mmkd_utils" / "notebooks.py"]
+    changed = []
+    for path in files:
+        text = path.read_text(encoding="utf8")
+        new = text.replace(f"/github/{REPO_SLUG}/", f"/github/{slug}/").replace(f"github.com/{REPO_SLUG} ", f"github.com/{slug} ")
+        if path.name == "notebooks.py":
+            new = new.replace(f'REPO_SLUG = "{REPO_SLUG}"', f'REPO_SLUG = "{slug}"')
+        if new != text:
+            path.write_text(new, encoding="utf8")
+            changed.append(path)
+    return changed
+
+
 def main(argv: list[str] | None = None) -> None:
-    paths = argv if argv is not None else sys.argv[1:]
-    if not paths:
-        raise SystemExit("usage: python -m mmkd_utils.notebooks notebooks/NN_name.ipynb [...]")
-    for p in paths:
+    args = list(argv if argv is not None else sys.argv[1:])
+    if args[:1] == ["--repo"] and len(args) == 2:
+        for path in retarget(args[1]):
+            print(f"{path}: now points at {args[1]}")
+        return
+    if not args or any(a.startswith("-") for a in args):
+        raise SystemExit("usage: python -m mmkd_utils.notebooks notebooks/NN_name.ipynb [...]   (execute and clean)\n"
+                         "       python -m mmkd_utils.notebooks --repo OWNER/NAME            (point badges at a fork)")
+    for p in args:
         print(f"{p}: {execute(p):.1f} s", flush=True)
 
 

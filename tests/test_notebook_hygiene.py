@@ -138,3 +138,32 @@ def test_ci_and_readme_use_the_make_commands():
     text = readme()
     for command in ("make test", "make lab"):
         assert command in text, f"README.md does not give `{command}`"
+
+
+def test_every_badge_and_setup_cell_address_the_one_repository():
+    from mmkd_utils.notebooks import REPO_SLUG, repo_addresses
+
+    for path in [REPO_ROOT / "README.md", *NOTEBOOKS]:
+        found = repo_addresses(path.read_text(encoding="utf8"))
+        assert found <= {REPO_SLUG}, f"{rel(path)} addresses {found - {REPO_SLUG}}, not REPO_SLUG {REPO_SLUG!r}"
+    setup_cells = {code(read(p))[0] for p in NOTEBOOKS}
+    assert len(setup_cells) == 1 and f"github.com/{REPO_SLUG} " in setup_cells.pop()
+
+
+def test_one_command_points_the_course_at_a_fork(tmp_path):
+    """`python -m mmkd_utils.notebooks --repo OWNER/NAME` calls retarget; here on a copy of the course."""
+    import shutil
+
+    from mmkd_utils.notebooks import repo_addresses, retarget
+
+    for part in ("README.md", "notebooks", "mmkd_utils/notebooks.py"):
+        source, target = REPO_ROOT / part, tmp_path / part
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+    changed = retarget("my-uni/kd-course", root=tmp_path)
+    assert {p.name for p in changed} == {"README.md", "notebooks.py", *(p.name for p in NOTEBOOKS)}
+    for path in [tmp_path / "README.md", *sorted((tmp_path / "notebooks").glob("*.ipynb"))]:
+        assert repo_addresses(path.read_text(encoding="utf8")) == {"my-uni/kd-course"}, path.name
+    assert 'REPO_SLUG = "my-uni/kd-course"' in (tmp_path / "mmkd_utils/notebooks.py").read_text()
+    with pytest.raises(ValueError, match="owner/name"):
+        retarget("not a slug", root=tmp_path)
