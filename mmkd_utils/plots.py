@@ -4,7 +4,7 @@ Each function draws on a given (or new) matplotlib axis and returns it, with a t
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -17,21 +17,39 @@ def _axis(ax=None, figsize=(5, 4)):
     return ax
 
 
-def training_curves(histories: dict, key: str = "val_acc", ax=None, title: str | None = None):
-    """One line per run: ``histories`` maps a label to a ``train.History``. Introduced in notebook 04."""
+def training_curves(histories: Mapping, key: str = "val_acc", ax=None, title: str | None = None,
+                    mark_best: bool = True):
+    """One line per run of ``key`` against the epoch (counted from 1); ``histories`` maps a label to a
+    ``train.History``. With ``mark_best`` each line gets a star at its ``History.best_epoch``, the epoch
+    whose weights ``fit`` kept (chosen on the validation split), and the legend names that epoch.
+    Introduced in notebook 04."""
+    if not isinstance(histories, Mapping) or not histories:
+        raise TypeError("histories must be a non-empty dict {label: History}, e.g. {'teacher': history}; "
+                        f"got {type(histories).__name__}")
     ax = _axis(ax)
     for label, hist in histories.items():
-        ax.plot([e["epoch"] + 1 for e in hist.epochs], hist.column(key), label=label)
+        rows = [e for e in hist.epochs if key in e]  # e.g. no val_acc in a run without a validation split
+        if not rows:
+            available = sorted({k for e in hist.epochs for k in e if k != "epoch"})
+            raise KeyError(f"history {label!r} has no {key!r} in any epoch; its keys are {available}"
+                           + (" (val_* needs fit(..., val=...))" if key.startswith("val_") else ""))
+        x, y = [e["epoch"] + 1 for e in rows], [e[key] for e in rows]
+        best = [e for e in rows if e["epoch"] == hist.best_epoch] if mark_best else []
+        legend = f"{label} (best: epoch {hist.best_epoch + 1})" if best else label
+        (line,) = ax.plot(x, y, label=legend)
+        if best:
+            ax.plot(best[0]["epoch"] + 1, best[0][key], "*", color=line.get_color(), markersize=13,
+                    markeredgecolor="black", zorder=3)
     ax.set_xlabel("epoch")
     ax.set_ylabel(key.replace("_", " "))
-    ax.set_title(title or f"{key.replace('_', ' ')} per epoch")
+    ax.set_title(title or f"{key.replace('_', ' ')} per epoch" + (" (★ best validation epoch)" if mark_best else ""))
     ax.legend(fontsize=8)
     return ax
 
 
 def reliability_diagram(calibration: dict, ax=None, title: str = "Reliability diagram"):
     """Accuracy vs confidence per bin, from ``evaluate.calibration``; the diagonal is perfect calibration.
-    Introduced in notebook 08."""
+    Introduced in notebook 04 (the teacher), used again in 08."""
     ax = _axis(ax)
     bins = calibration["bins"]
     centers = [(b["lo"] + b["hi"]) / 2 for b in bins]
@@ -49,7 +67,8 @@ def reliability_diagram(calibration: dict, ax=None, title: str = "Reliability di
 
 
 def confusion_matrix(matrix, class_names: Sequence[str], ax=None, title: str = "Confusion matrix", normalize: bool = True):
-    """A confusion matrix (rows: true class, columns: predicted), row-normalised by default."""
+    """A confusion matrix (rows: true class, columns: predicted), row-normalised by default. Introduced in
+    notebook 04."""
     ax = _axis(ax, figsize=(6, 5))
     m = np.asarray(matrix, dtype=float)
     if normalize:
