@@ -251,6 +251,12 @@ def train_epoch(model: nn.Module, train: Mapping[str, torch.Tensor], objective: 
     return {f"train_{k}": v / count for k, v in sums.items()}
 
 
+def _stopped_early(history: History, config: TrainConfig, val) -> bool:
+    """Early stopping: ``config.patience`` epochs have passed since the best validation score."""
+    return (config.patience is not None and val is not None and bool(history.epochs)
+            and history.epochs[-1]["epoch"] - history.best_epoch >= config.patience)
+
+
 def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, torch.Tensor] | None = None,
         objective: Objective | None = None, config: TrainConfig | None = None,
         teacher: nn.Module | None = None, augment: Callable[[dict, torch.Generator], dict] | None = None,
@@ -306,6 +312,8 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
     if config.compile:  # after DDP, as PyTorch recommends
         step_module = torch.compile(step_module)
     t0 = time.perf_counter() - history.seconds
+    if _stopped_early(history, config, val):  # a resumed run that had already stopped early stays stopped
+        start_epoch = config.epochs
     epochs = range(start_epoch, config.epochs)
     if config.progress:
         from tqdm.auto import tqdm
@@ -325,7 +333,7 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
         history.seconds = time.perf_counter() - t0
         if ckpt is not None and rank == 0:
             save_training_state(ckpt, model, optimizer, scheduler, objective, epoch + 1, history, best_state, config)
-        if config.patience is not None and val is not None and epoch - history.best_epoch >= config.patience:
+        if _stopped_early(history, config, val):
             break
     if config.restore_best and best_state is not None:
         model.load_state_dict(best_state)

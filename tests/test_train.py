@@ -286,3 +286,13 @@ def test_objective_uses_the_one_rule_for_alpha():
     logits, batch = torch.tensor([[2.0, 0.0, -1.0]]), {"label": torch.tensor([0]), "teacher_logits": torch.tensor([[0.0, 1.0, 0.0]])}
     terms = Objective("soft", T=2.0, alpha=2.0, form="additive").terms(logits, batch)
     assert torch.allclose(terms["total"], terms["ce"] + 2.0 * terms["distill"])
+
+
+def test_resuming_a_run_that_stopped_early_trains_no_more(tmp_path):
+    config = TrainConfig(epochs=40, lr=1e-2, batch_size=32, patience=2)
+    torch.manual_seed(0)
+    m = model()
+    first = fit(m, blobs(), blobs(seed=1), config=config, checkpoint_dir=tmp_path)
+    assert len(first.epochs) < config.epochs  # it stopped early
+    resumed = fit(model(), blobs(), blobs(seed=1), config=config, checkpoint_dir=tmp_path, resume=True)
+    assert len(resumed.epochs) == len(first.epochs) and resumed.best_epoch == first.best_epoch
