@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="results/bench")
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--notebooks", nargs="*", default=None, help="notebooks to time under nbval")
+    rep = sub.add_parser("reproduce", help="rerun a published experiment from its results.json in a scratch folder and "
+                                           "record which numbers it reproduced (results/<name>/reproduction.json)")
+    rep.add_argument("folders", nargs="+", help="results folders, e.g. results/compress-text")
+    rep.add_argument("--jobs", type=int, default=None, help="seeds at a time (default: as published)")
     rem = sub.add_parser("remeasure", help="measure the models' CPU latency again and rewrite a results folder")
     rem.add_argument("folders", nargs="+", help="results folders, e.g. results/main")
     pub = sub.add_parser("publish", help="refresh results/README.md's tables, the README's findings and "
@@ -147,6 +151,12 @@ def _command(args: argparse.Namespace) -> None:
         for folder in args.folders:
             remeasure(folder)
             print(f"remeasured {folder}")
+    elif args.command == "reproduce":
+        from .experiment import reproduce
+
+        for folder in args.folders:
+            c = reproduce(folder, args.jobs)
+            print(f"{folder}: {c['exact']} of {c['rows']} test accuracies reproduced bit for bit (--jobs {c['jobs']})")
     elif args.command == "publish":
         from .publish import publish
 

@@ -217,20 +217,68 @@ def select_fusion(config: ExperimentConfig, fusions: tuple[str, ...] = ("concat"
     return result
 
 
+def config_from_result(result: dict, **overrides) -> ExperimentConfig:
+    """The ``ExperimentConfig`` a results.json was written with (JSON lists back to tuples)."""
+    from .train import TrainConfig
+
+    fields = dict(result["config"])
+    for key in ("teacher_train", "student_train"):
+        fields[key] = TrainConfig(**fields[key])
+    return replace(ExperimentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}), **overrides)
+
+
 def remeasure(results_dir: str | Path) -> dict:
     """Measure the latency of an experiment's models again (same configuration, this process alone)
     and rewrite its results files; accuracies are untouched. For results whose timing was taken
     under load or with another thread setting."""
-    from .train import TrainConfig
-
     results_dir = Path(results_dir)
     result = json.loads((results_dir / "results.json").read_text(encoding="utf8"))
-    fields = dict(result["config"])
-    for key in ("teacher_train", "student_train"):
-        fields[key] = TrainConfig(**fields[key])
-    config = ExperimentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    config = config_from_result(result)
     result["costs"] = model_costs(config, prepare_data(config))
     result["latency_threads"] = ev.LATENCY_THREADS
     result["table"] = summary_table(result["rows"], result["costs"])
     write_results(result, results_dir)
     return result
+
+
+def compare_runs(published: dict, rerun: dict) -> dict:
+    """Row by row (model, method, seed): how many test accuracies a rerun reproduced bit for bit, and per
+    model the largest change of one seed and of the mean over seeds (in accuracy, 0–1)."""
+    def key(r):
+        return r["model"], r["method"], r["seed"]
+
+    mine = {key(r): r["accuracy"] for r in rerun["rows"]}
+    if set(mine) != {key(r) for r in published["rows"]}:
+        raise ValueError("the rerun has other rows than the published run: not the same configuration")
+    models: dict[str, dict] = {}
+    for r in published["rows"]:
+        m = models.setdefault(r["model"], {"rows": 0, "exact": 0, "max_seed_change": 0.0})
+        m["rows"] += 1
+        m["exact"] += int(mine[key(r)] == r["accuracy"])
+        m["max_seed_change"] = max(m["max_seed_change"], abs(mine[key(r)] - r["accuracy"]))
+    means = {(e["model"], e["method"]): e["accuracy_mean"] for e in rerun["table"]}
+    for e in published["table"]:
+        m = models[e["model"]]
+        m["max_mean_change"] = max(m.get("max_mean_change", 0.0), abs(means[(e["model"], e["method"])] - e["accuracy_mean"]))
+    return {"jobs": rerun.get("jobs", 1), "torch_threads": rerun["torch_threads"], "versions": rerun["versions"],
+            "rows": sum(m["rows"] for m in models.values()), "exact": sum(m["exact"] for m in models.values()),
+            "models": models}
+
+
+def reproduce(results_dir: str | Path, jobs: int | None = None, scratch: str | Path | None = None) -> dict:
+    """Rerun a published experiment from its results.json (into ``scratch``, a temporary folder by default)
+    and record in ``<results_dir>/reproduction.json`` what it reproduced (``compare_runs``)."""
+    import tempfile
+
+    from .checkpoint import atomic_write_json
+
+    results_dir = Path(results_dir)
+    published = json.loads((results_dir / "results.json").read_text(encoding="utf8"))
+    with tempfile.TemporaryDirectory() as tmp:
+        config = config_from_result(published, out_dir=str(scratch or tmp))
+        rerun = run(config, progress=False, jobs=jobs or published.get("jobs", 1))
+    comparison = compare_runs(published, rerun)
+    path = results_dir / "reproduction.json"
+    history = json.loads(path.read_text(encoding="utf8")) if path.exists() else []
+    atomic_write_json(history + [comparison], path)
+    return comparison

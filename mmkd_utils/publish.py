@@ -117,6 +117,21 @@ def findings_figure(rows: list[dict], path: str | Path) -> None:
     fig.savefig(path, dpi=110, metadata={"Software": None})
 
 
+def reproductions_markdown(results_root: str | Path = "results") -> str:
+    """One line per rerun recorded by ``python -m mmkd_utils reproduce`` (``results/*/reproduction.json``)."""
+    lines = []
+    for path in sorted(Path(results_root).glob("*/reproduction.json")):
+        for rerun in json.loads(path.read_text(encoding="utf8")):
+            worst = ", ".join(f"{model}: {m['exact']}/{m['rows']} exact, largest change {100 * m['max_seed_change']:.1f} "
+                              f"pp per seed and {100 * m['max_mean_change']:.1f} pp per mean"
+                              for model, m in rerun["models"].items() if m["exact"] < m["rows"])
+            threads = max(1, rerun["torch_threads"] // rerun["jobs"])
+            lines.append(f"- `{path.parent.name}`, rerun with `--jobs {rerun['jobs']}` ({threads} CPU thread(s) per seed, torch "
+                         f"{rerun['versions']['torch']}): {rerun['exact']} of {rerun['rows']} test accuracies bit-identical"
+                         + (f"; {worst}." if worst else "."))
+    return "\n".join(lines) or "- none recorded yet"
+
+
 def refresh_blocks(path: str | Path, results_root: str | Path = "results") -> list[str]:
     """Refresh every results block of the markdown file ``path``; returns the names refreshed."""
     path = Path(path)
@@ -138,6 +153,12 @@ def publish(readme: str | Path = "README.md", results_root: str | Path = "result
     returns the names of the results blocks refreshed."""
     results_md = Path(results_root) / "README.md"
     names = refresh_blocks(results_md, results_root) + refresh_blocks(readme, results_root)
+    text = results_md.read_text(encoding="utf8")
+    start, end = "<!-- reproductions:start -->", "<!-- reproductions:end -->"
+    if start in text:
+        head, rest = text.split(start, 1)
+        results_md.write_text(f"{head}{start}\n{reproductions_markdown(results_root)}\n{end}{rest.split(end, 1)[1]}",
+                              encoding="utf8")
     rows = findings(results_md, results_root)
     text = Path(readme).read_text(encoding="utf8")
     start, end = "<!-- findings:start -->", "<!-- findings:end -->"

@@ -119,3 +119,23 @@ def test_fusion_selection_reads_validation_only(tmp_path, monkeypatch):
     assert "← best" in (tmp_path / "tiny" / "fusion.md").read_text()
     with pytest.raises(ValueError, match="fusion"):
         exp.select_fusion(config, ("concat", "bilinear"))
+
+
+def test_compare_runs_counts_exact_rows_and_the_largest_changes():
+    from mmkd_utils.experiment import compare_runs
+
+    def result(accs, jobs=1):
+        rows = [{"model": m, "method": "labels", "seed": s, "accuracy": a} for (m, s), a in accs.items()]
+        table = [{"model": m, "method": "labels", "accuracy_mean": sum(a for (mm, _), a in accs.items() if mm == m) / 2}
+                 for m in ("teacher", "student")]
+        return {"rows": rows, "table": table, "jobs": jobs, "torch_threads": 2, "versions": {"torch": "x"}}
+
+    published = result({("teacher", 0): 0.9, ("teacher", 1): 0.8, ("student", 0): 0.7, ("student", 1): 0.6})
+    rerun = result({("teacher", 0): 0.9, ("teacher", 1): 0.8, ("student", 0): 0.72, ("student", 1): 0.6}, jobs=2)
+    c = compare_runs(published, rerun)
+    assert (c["rows"], c["exact"], c["jobs"]) == (4, 3, 2)
+    assert c["models"]["teacher"]["exact"] == 2 and c["models"]["teacher"]["max_seed_change"] == 0
+    assert c["models"]["student"]["max_seed_change"] == pytest.approx(0.02)
+    assert c["models"]["student"]["max_mean_change"] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="other rows"):
+        compare_runs(published, result({("teacher", 0): 0.9}))

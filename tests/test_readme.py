@@ -50,7 +50,7 @@ def anchors(markdown_file: Path) -> set[str]:
     return {github_anchor(h) for h in re.findall(r"^#+ (.+)$", markdown_file.read_text(encoding="utf8"), flags=re.M)}
 
 
-@pytest.mark.parametrize("source", ["README.md", "results/README.md"])
+@pytest.mark.parametrize("source", ["README.md", "results/README.md", "INSTRUCTORS.md", "CONTRIBUTING.md"])
 def test_every_link_resolves(source):
     base = (ROOT / source).parent
     for link in links((ROOT / source).read_text(encoding="utf8")):
@@ -59,3 +59,10 @@ def test_every_link_resolves(source):
         assert target.exists(), f"{source} links {link}, which does not exist"
         if anchor and target.suffix == ".md":
             assert anchor in anchors(target), f"{source} links {link}: no such heading in {target.name}"
+
+
+def test_reproduction_notes_equal_the_recorded_reruns():
+    from mmkd_utils.publish import reproductions_markdown
+
+    block = re.search(r"<!-- reproductions:start -->\n(.*?)\n<!-- reproductions:end -->", RESULTS_MD, flags=re.S)
+    assert block and block.group(1) == reproductions_markdown(ROOT / "results")
