@@ -26,7 +26,7 @@ HELP = {
     "teacher_dropout": "teacher's dropout",
     "modality_dropout": "probability of dropping a whole modality while training the fusion teacher",
     "students": "comma-separated students: image,text,multimodal",
-    "methods": "comma-separated methods: labels,soft,hard,logit,feature",
+    "methods": "comma-separated methods: labels,soft,hard,logit,adaptive,feature (recipes.METHODS)",
     "distill_from": "which teacher the students learn from: fusion, text or image",
     "student_image_size": "image size (px) the image student sees",
     "cnn_width": "width of the image student's first conv layer",

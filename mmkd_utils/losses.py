@@ -22,8 +22,9 @@ from torch import Tensor, nn
 
 __all__ = [
     "softmax_t", "soft_distillation_loss", "soft_cross_entropy", "hard_distillation_loss",
-    "logit_matching_loss", "distillation_objective", "FitNetHint", "rkd_distance_loss",
-    "rkd_angle_loss", "pkt_loss", "dist_loss", "ContrastiveHint", "check_temperature", "check_alpha",
+    "logit_matching_loss", "confidence_weighted_distillation_loss", "distillation_objective", "FitNetHint",
+    "rkd_distance_loss", "rkd_angle_loss", "pkt_loss", "dist_loss", "ContrastiveHint", "check_temperature",
+    "check_alpha",
 ]
 
 
@@ -141,6 +142,19 @@ def soft_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, T: fl
     log_q = F.log_softmax(student_logits / T, dim=-1)
     log_p = F.log_softmax(teacher_logits / T, dim=-1)
     return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean") * T * T
+
+
+def confidence_weighted_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, T: float = 4.0) -> Tensor:
+    """Adaptive distillation (notebook 06): per-example ``T² · KL(p ‖ q)`` weighted by the teacher's confidence,
+    its max softmax probability at ``T = 1``. The weights are divided by their batch mean (mean 1), so the loss
+    keeps the scale of ``soft_distillation_loss`` and equals it when every row is equally confident; rows the
+    teacher is unsure of teach less. The weights depend on the teacher only."""
+    T = check_temperature(T)
+    _check_logits(student_logits, teacher_logits)
+    log_q, log_p = F.log_softmax(student_logits / T, dim=-1), F.log_softmax(teacher_logits / T, dim=-1)
+    per_example = F.kl_div(log_q, log_p, log_target=True, reduction="none").sum(dim=-1) * T * T  # (B,)
+    confidence = torch.softmax(teacher_logits, dim=-1).amax(dim=-1)  # (B,), in [1/classes, 1]
+    return (confidence / confidence.mean() * per_example).mean()
 
 
 def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, T: float = 1.0) -> Tensor:

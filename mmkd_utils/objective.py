@@ -20,6 +20,7 @@ DISTILLATION_LOSSES: dict[str, Callable] = {
     "soft": losses.soft_distillation_loss,
     "hard": lambda s, t, T: losses.hard_distillation_loss(s, t),
     "logit": lambda s, t, T: losses.logit_matching_loss(s, t),
+    "adaptive": losses.confidence_weighted_distillation_loss,
 }
 FeatureLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -28,8 +29,9 @@ FeatureLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class Objective:
     """The loss of one batch, from the student's logits and the batch's columns.
 
-    - ``kind``: "ce" (labels only), "soft" (T²·KL at temperature T), "hard" (CE to the teacher's argmax)
-      or "logit" (½‖z_s − z_t‖², centred) — see ``DISTILLATION_LOSSES``.
+    - ``kind``: "ce" (labels only), "soft" (T²·KL at temperature T), "hard" (CE to the teacher's argmax),
+      "logit" (½‖z_s − z_t‖², centred) or "adaptive" (T²·KL weighted by the teacher's confidence) — see
+      ``DISTILLATION_LOSSES``.
     - The label and distillation terms are combined by ``losses.distillation_objective(label term,
       distillation term, alpha, form)``: ``form="convex"`` gives (1 − α)·CE + α·KD with α ∈ [0, 1];
       ``form="additive"`` gives CE + α·KD with any α ≥ 0 (the source article's form).

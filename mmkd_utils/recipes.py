@@ -36,6 +36,7 @@ METHODS: dict[str, Callable[..., Objective]] = {
     "soft": lambda config, student_dim, teacher_dim: Objective("soft", T=config.T, alpha=config.alpha),
     "hard": lambda config, student_dim, teacher_dim: Objective("hard", T=config.T, alpha=config.alpha),
     "logit": lambda config, student_dim, teacher_dim: Objective("logit", T=config.T, alpha=config.alpha),
+    "adaptive": lambda config, student_dim, teacher_dim: Objective("adaptive", T=config.T, alpha=config.alpha),
     # labels plus a FitNets hint from the student's features to the teacher's fused features
     "feature": lambda config, student_dim, teacher_dim: Objective(
         "ce", feature_weight=config.feature_weight, feature_loss=FitNetHint(student_dim, teacher_dim)),
@@ -84,7 +85,8 @@ def build_student(kind: str, config, num_classes: int) -> torch.nn.Module:
 
 
 def objective_for(method: str, config, student_dim: int, teacher_dim: int) -> Objective:
-    """The training objective of a method in ``METHODS``: "labels", "soft", "hard", "logit" or "feature"."""
+    """The training objective of a method in ``METHODS``: "labels", "soft", "hard", "logit", "adaptive" or
+    "feature"."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
     return METHODS[method](config, student_dim, teacher_dim)

@@ -515,3 +515,57 @@ def test_public_api_is_complete():
     for name in losses.__all__:
         obj = getattr(losses, name)
         assert obj.__doc__ and "notebook 0" in obj.__doc__, name
+
+
+# ----------------------------------------------------------------------------------------------------
+# Adaptive distillation: confidence-weighted T²·KL (notebook 06)
+
+
+def test_adaptive_equals_soft_when_the_teacher_is_equally_confident_on_every_row():
+    student, teacher = random_logits(batch=5, classes=5)
+    teacher = torch.stack([teacher[0].roll(i) for i in range(5)])  # permuted rows: same max probability
+    for T in [1.0, 4.0]:
+        torch.testing.assert_close(losses.confidence_weighted_distillation_loss(student, teacher, T),
+                                   soft_distillation_loss(student, teacher, T))
+
+
+def test_adaptive_weights_are_the_teachers_confidence_over_its_batch_mean():
+    student, teacher = random_logits(batch=6, classes=5)
+    T = 2.0
+    per_row = torch.stack([soft_distillation_loss(student[i:i + 1], teacher[i:i + 1], T) for i in range(6)])
+    confidence = torch.softmax(teacher, dim=1).max(dim=1).values
+    expected = (confidence / confidence.mean() * per_row).mean()
+    torch.testing.assert_close(losses.confidence_weighted_distillation_loss(student, teacher, T), expected)
+
+
+def test_adaptive_a_confident_row_weighs_more():
+    teacher = torch.tensor([[6.0, 0.0, 0.0], [0.3, 0.0, 0.0]])  # row 0 confident, row 1 unsure
+    wrong = torch.tensor([[0.0, 3.0, 0.0]])
+    err_on_confident = torch.cat([wrong, teacher[1:]])  # the student errs only where the teacher is sure
+    err_on_unsure = torch.cat([teacher[:1], wrong])
+    adaptive, soft = losses.confidence_weighted_distillation_loss, soft_distillation_loss
+    assert adaptive(err_on_confident, teacher, 4.0) > 1.2 * soft(err_on_confident, teacher, 4.0)
+    assert adaptive(err_on_unsure, teacher, 4.0) < 0.8 * soft(err_on_unsure, teacher, 4.0)
+    student = err_on_confident.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(adaptive(student, teacher, 4.0), student)
+    (grad_soft,) = torch.autograd.grad(soft(student, teacher, 4.0), student)
+    assert grad[0].norm() > 1.2 * grad_soft[0].norm()  # the confident row's gradient is scaled up
+
+
+def test_adaptive_reuses_the_input_checks_and_is_registered():
+    from mmkd_utils.config import get_config
+    from mmkd_utils.objective import DISTILLATION_LOSSES, Objective
+    from mmkd_utils.recipes import METHODS
+    adaptive = losses.confidence_weighted_distillation_loss
+    with pytest.raises(ValueError, match="temperature T must be finite and > 0"):
+        adaptive(torch.zeros(2, 3), torch.zeros(2, 3), 0.0)
+    with pytest.raises(ValueError, match="different class counts"):
+        adaptive(torch.zeros(2, 3), torch.zeros(2, 4), 4.0)
+    with pytest.raises(TypeError, match="floating-point"):
+        adaptive(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), 4.0)
+    assert DISTILLATION_LOSSES["adaptive"] is adaptive
+    objective = METHODS["adaptive"](get_config("tiny"), 8, 8)
+    assert isinstance(objective, Objective) and objective.kind == "adaptive"
+    student, teacher = random_logits(batch=4, classes=3)
+    terms = objective.terms(student.float(), {"label": torch.tensor([0, 1, 2, 0]), "teacher_logits": teacher.float()})
+    torch.testing.assert_close(terms["distill"], adaptive(student.float(), teacher.float(), objective.T))
