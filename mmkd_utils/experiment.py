@@ -241,28 +241,31 @@ def remeasure(results_dir: str | Path) -> dict:
     return result
 
 
-def compare_runs(published: dict, rerun: dict) -> dict:
+def compare_runs(published: dict, rerun: dict, shared_only: bool = False) -> dict:
     """Row by row (model, method, seed): how many test accuracies a rerun reproduced bit for bit, and per
-    model the largest change of one seed and of the mean over seeds (in accuracy, 0–1)."""
+    model the largest change of one seed and of the mean over seeds (in accuracy, 0–1). With
+    ``shared_only`` the runs may differ in students or methods, and only the rows both have are compared."""
     def key(r):
         return r["model"], r["method"], r["seed"]
 
     mine = {key(r): r["accuracy"] for r in rerun["rows"]}
-    if set(mine) != {key(r) for r in published["rows"]}:
+    rows = [r for r in published["rows"] if key(r) in mine] if shared_only else published["rows"]
+    if not shared_only and set(mine) != {key(r) for r in rows}:
         raise ValueError("the rerun has other rows than the published run: not the same configuration")
     models: dict[str, dict] = {}
-    for r in published["rows"]:
-        m = models.setdefault(r["model"], {"rows": 0, "exact": 0, "max_seed_change": 0.0})
+    for r in rows:
+        m = models.setdefault(r["model"], {"rows": 0, "exact": 0, "max_seed_change": 0.0, "max_mean_change": 0.0})
         m["rows"] += 1
         m["exact"] += int(mine[key(r)] == r["accuracy"])
         m["max_seed_change"] = max(m["max_seed_change"], abs(mine[key(r)] - r["accuracy"]))
     means = {(e["model"], e["method"]): e["accuracy_mean"] for e in rerun["table"]}
     for e in published["table"]:
-        m = models[e["model"]]
-        m["max_mean_change"] = max(m.get("max_mean_change", 0.0), abs(means[(e["model"], e["method"])] - e["accuracy_mean"]))
+        if (e["model"], e["method"]) in means and e["model"] in models:
+            m = models[e["model"]]
+            m["max_mean_change"] = max(m["max_mean_change"], abs(means[(e["model"], e["method"])] - e["accuracy_mean"]))
     return {"jobs": rerun.get("jobs", 1), "torch_threads": rerun["torch_threads"], "versions": rerun["versions"],
             "rows": sum(m["rows"] for m in models.values()), "exact": sum(m["exact"] for m in models.values()),
-            "models": models}
+            "models": models, **({"shared_with": rerun["config"]["name"]} if shared_only else {})}
 
 
 def reproduce(results_dir: str | Path, jobs: int | None = None, scratch: str | Path | None = None) -> dict:

@@ -126,7 +126,9 @@ def reproductions_markdown(results_root: str | Path = "results") -> str:
                               f"pp per seed and {100 * m['max_mean_change']:.1f} pp per mean"
                               for model, m in rerun["models"].items() if m["exact"] < m["rows"])
             threads = max(1, rerun["torch_threads"] // rerun["jobs"])
-            lines.append(f"- `{path.parent.name}`, rerun with `--jobs {rerun['jobs']}` ({threads} CPU thread(s) per seed, torch "
+            what = (f"its rows that `{rerun['shared_with']}` reran (same seeds and settings, run later)"
+                    if "shared_with" in rerun else "rerun")
+            lines.append(f"- `{path.parent.name}`, {what} with `--jobs {rerun['jobs']}` ({threads} CPU thread(s) per seed, torch "
                          f"{rerun['versions']['torch']}): {rerun['exact']} of {rerun['rows']} test accuracies bit-identical"
                          + (f"; {worst}." if worst else "."))
     return "\n".join(lines) or "- none recorded yet"

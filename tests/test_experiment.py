@@ -139,3 +139,16 @@ def test_compare_runs_counts_exact_rows_and_the_largest_changes():
     assert c["models"]["student"]["max_mean_change"] == pytest.approx(0.01)
     with pytest.raises(ValueError, match="other rows"):
         compare_runs(published, result({("teacher", 0): 0.9}))
+
+
+def test_compare_runs_on_the_rows_two_different_runs_share():
+    from mmkd_utils.experiment import compare_runs
+
+    published = {"rows": [{"model": "t", "method": "labels", "seed": 0, "accuracy": 0.9},
+                          {"model": "s", "method": "hard", "seed": 0, "accuracy": 0.5}],
+                 "table": [{"model": "t", "method": "labels", "accuracy_mean": 0.9}]}
+    other = {"rows": [{"model": "t", "method": "labels", "seed": 0, "accuracy": 0.9}],
+             "table": [{"model": "t", "method": "labels", "accuracy_mean": 0.9}], "torch_threads": 2,
+             "versions": {}, "config": {"name": "later"}}
+    c = compare_runs(published, other, shared_only=True)
+    assert (c["rows"], c["exact"], c["shared_with"]) == (1, 1, "later")
