@@ -1,8 +1,9 @@
-"""Evaluation: one table for teacher and students alike (introduced in notebook 08).
+"""Evaluation: one table for teacher and students alike (introduced in notebook 07).
 
 Accuracy, macro-F1, the classification report and confusion matrix; top-1 agreement and KL with the
 teacher (fidelity, Stanton et al. 2021); expected calibration error; parameter count, size on disk,
-CPU latency and throughput at batch 1 and 64; accuracy when a modality is missing at test time.
+CPU latency and throughput at batch 1 and 64; accuracy when a modality is missing at test time;
+temperature scaling, t and bootstrap intervals (notebook 07).
 """
 from __future__ import annotations
 
@@ -167,3 +168,51 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
     diff = np.asarray(a) - np.asarray(b)
     mean, std = summarize(diff)
     return {"mean": mean, "std": std, "n": len(diff), "z": mean / std if std > 0 else None}
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
+    """Temperature scaling (Guo et al. 2017; notebook 07): the one scalar T > 0 minimising the NLL of
+    ``softmax(logits / T)`` on held-out (validation) rows, by L-BFGS on log T. Divide test logits by it."""
+    _check_pair(logits, labels, "fit_temperature")
+    logits, labels = logits.detach().float(), labels.long()
+    log_t = torch.zeros(1, requires_grad=True)  # T = exp(log_t) stays positive
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def nll():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(nll)
+    return log_t.exp().item()
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval for the mean of ``values`` (e.g. paired per-seed differences; notebook 07)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        raise ValueError("a t-interval needs at least two values (seeds); one run has no spread")
+    half = stats.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def bootstrap_interval(values: Sequence[float], groups: Sequence | None = None, level: float = 0.95,
+                       n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval for the mean of ``values`` (Efron & Tibshirani 1993; notebook 07).
+
+    With ``groups`` (one label per value, e.g. the base emoji of each test row), whole groups are resampled
+    with replacement and the mean is taken over the rows they bring: rows of one group are not independent."""
+    values = np.asarray(values, dtype=float)
+    keys = np.arange(len(values)) if groups is None else np.asarray(groups)
+    if len(keys) != len(values):
+        raise ValueError(f"{len(keys)} group labels for {len(values)} values: give one group per value")
+    _, group_of = np.unique(keys, return_inverse=True)
+    n_groups = group_of.max() + 1
+    sums, sizes = np.bincount(group_of, values, n_groups), np.bincount(group_of, minlength=n_groups)
+    draws = np.random.default_rng(seed).integers(0, n_groups, (n_resamples, n_groups))  # (B, groups)
+    means = sums[draws].sum(1) / sizes[draws].sum(1)  # (B,)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)

@@ -81,3 +81,42 @@ def test_plots_have_titles_and_axis_labels():
              {"model": "s", "method": "soft", "accuracy_mean": 0.7, "accuracy_std": 0.02}]
     ax = plots.results_bars(table)
     assert len(ax.patches) == 2 and ax.get_xlabel() == "test accuracy (%)"
+
+
+def test_fit_temperature_recovers_the_scale_of_overconfident_logits():
+    generator = torch.Generator().manual_seed(0)
+    calibrated = torch.randn(20_000, 5, generator=generator) * 2  # labels drawn from softmax(calibrated)
+    labels = torch.multinomial(calibrated.softmax(1), 1, generator=generator).squeeze(1)
+    T = ev.fit_temperature(3 * calibrated, labels)  # three times too confident
+    assert T == pytest.approx(3.0, rel=0.05)
+    nll = lambda t: torch.nn.functional.cross_entropy(3 * calibrated / t, labels).item()
+    assert nll(T) <= min(nll(T * 0.9), nll(T * 1.1), nll(1.0))
+    with pytest.raises(ValueError, match="same examples"):
+        ev.fit_temperature(calibrated, labels[:10])
+
+
+def test_t_interval_by_hand():
+    diffs = [0.01, 0.03, 0.02, 0.05, 0.04]  # mean 0.03, std sqrt(0.00025)
+    half = 2.7764451 * math.sqrt(0.00025) / math.sqrt(5)  # t_{0.975, 4} from a table
+    assert ev.t_interval(diffs) == pytest.approx((0.03 - half, 0.03 + half), abs=1e-7)
+    with pytest.raises(ValueError, match="two values"):
+        ev.t_interval([0.1])
+
+
+def test_bootstrap_interval_resamples_whole_groups():
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(400, generator=generator).double().numpy()
+    low, high = ev.bootstrap_interval(values, n_resamples=4000)
+    se = values.std(ddof=1) / math.sqrt(len(values))  # normal approximation: mean ± 1.96 se
+    assert low == pytest.approx(values.mean() - 1.96 * se, abs=0.02) and high == pytest.approx(values.mean() + 1.96 * se, abs=0.02)
+    # 80 values each copied into a group of 5 rows: resampling groups is resampling the 80 values,
+    # draw for draw; resampling the 400 rows as if independent gives a too-narrow interval
+    unique = values[:80]
+    rows, groups = unique.repeat(5), torch.arange(80).repeat_interleave(5).numpy()
+    assert ev.bootstrap_interval(rows, groups) == pytest.approx(ev.bootstrap_interval(unique), abs=1e-12)
+    naive = ev.bootstrap_interval(rows)
+    assert naive[1] - naive[0] < 0.6 * (ev.bootstrap_interval(unique)[1] - ev.bootstrap_interval(unique)[0])
+    # two unequal groups: a resample's mean is 1 (a, a), 0.8 (a, b) or 0 (b, b)
+    assert ev.bootstrap_interval([1, 1, 1, 1, 0], list("aaaab")) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="one group per value"):
+        ev.bootstrap_interval([1.0, 2.0], ["a"])
