@@ -134,6 +134,53 @@ def reproductions_markdown(results_root: str | Path = "results") -> str:
     return "\n".join(lines) or "- none recorded yet"
 
 
+# (student, the run it learnt from the fusion teacher in, the run it learnt from its own modality's teacher in)
+TEACHER_PAIRS = (("image student", "adaptive", "which-teacher-image"), ("text student", "main", "compress-text"))
+
+
+def teacher_comparison(results_root: str | Path = "results", pairs=TEACHER_PAIRS) -> list[dict]:
+    """Which teacher should teach a one-modality student: per student and method, the paired difference
+    (own-modality teacher − fusion teacher) in test accuracy over the seeds both runs share. The pairing is
+    sound only if the two runs' label-only rows are bit-identical (same data, seeds and kernels): recorded."""
+    from .evaluate import paired_difference
+
+    out = []
+    for student, fusion_run, own_run in pairs:
+        runs = {}
+        for name in (fusion_run, own_run):
+            result = json.loads((Path(results_root) / name / "results.json").read_text(encoding="utf8"))
+            runs[name] = {(r["method"], r["seed"]): r["accuracy"] for r in result["rows"] if r["model"] == student}
+        fusion, own = runs[fusion_run], runs[own_run]
+        seeds = sorted({s for m, s in fusion if (m, s) in own})
+        same_baseline = all(fusion[("labels", s)] == own[("labels", s)] for s in seeds)
+        for method in sorted({m for m, _ in fusion if m != "labels" and all((m, s) in own for s in seeds)}):
+            d = paired_difference([own[(method, s)] for s in seeds], [fusion[(method, s)] for s in seeds])
+            out.append({"student": student, "method": method, "fusion_run": fusion_run, "own_run": own_run,
+                        "delta": d, "verdict": verdict(d), "same_baseline": same_baseline})
+    return out
+
+
+def teacher_comparison_markdown(rows: list[dict]) -> str:
+    """The teacher comparison as a table (results/README.md)."""
+    lines = ["| student | method | runs (fusion teacher / own-modality teacher) | Δ test acc, own − fusion (pp) | "
+             "verdict | label-only rows identical |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        d = r["delta"]
+        lines.append(f"| {r['student']} | {r['method']} | `{r['fusion_run']}` / `{r['own_run']}` | "
+                     f"{mean_std_cell(d['mean'], d['std'], d['n'], signed=True)} | {r['verdict']} | "
+                     f"{'yes' if r['same_baseline'] else 'no: not paired'} |")
+    return "\n".join(lines)
+
+
+def replace_block(text: str, tag: str, content: str) -> str:
+    """``text`` with its ``<!-- TAG:start -->`` … ``<!-- TAG:end -->`` block holding ``content`` (unchanged if absent)."""
+    start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
+    if start not in text:
+        return text
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{content}\n{end}{rest.split(end, 1)[1]}"
+
+
 def refresh_blocks(path: str | Path, results_root: str | Path = "results") -> list[str]:
     """Refresh every results block of the markdown file ``path``; returns the names refreshed."""
     path = Path(path)
@@ -155,18 +202,12 @@ def publish(readme: str | Path = "README.md", results_root: str | Path = "result
     returns the names of the results blocks refreshed."""
     results_md = Path(results_root) / "README.md"
     names = refresh_blocks(results_md, results_root) + refresh_blocks(readme, results_root)
-    text = results_md.read_text(encoding="utf8")
-    start, end = "<!-- reproductions:start -->", "<!-- reproductions:end -->"
-    if start in text:
-        head, rest = text.split(start, 1)
-        results_md.write_text(f"{head}{start}\n{reproductions_markdown(results_root)}\n{end}{rest.split(end, 1)[1]}",
-                              encoding="utf8")
+    text = replace_block(results_md.read_text(encoding="utf8"), "reproductions", reproductions_markdown(results_root))
+    if "<!-- teachers:start -->" in text:
+        text = replace_block(text, "teachers", teacher_comparison_markdown(teacher_comparison(results_root)))
+    results_md.write_text(text, encoding="utf8")
     rows = findings(results_md, results_root)
-    text = Path(readme).read_text(encoding="utf8")
-    start, end = "<!-- findings:start -->", "<!-- findings:end -->"
-    if start in text:
-        head, rest = text.split(start, 1)
-        text = f"{head}{start}\n{findings_markdown(rows)}\n{end}{rest.split(end, 1)[1]}"
-        Path(readme).write_text(text, encoding="utf8")
+    text = replace_block(Path(readme).read_text(encoding="utf8"), "findings", findings_markdown(rows))
+    Path(readme).write_text(text, encoding="utf8")
     findings_figure(rows, Path(results_root) / "findings.png")
     return names

@@ -66,3 +66,14 @@ def test_reproduction_notes_equal_the_recorded_reruns():
 
     block = re.search(r"<!-- reproductions:start -->\n(.*?)\n<!-- reproductions:end -->", RESULTS_MD, flags=re.S)
     assert block and block.group(1) == reproductions_markdown(ROOT / "results")
+
+
+def test_teacher_comparison_equals_the_results_files():
+    from mmkd_utils.publish import teacher_comparison, teacher_comparison_markdown
+
+    block = re.search(r"<!-- teachers:start -->\n(.*?)\n<!-- teachers:end -->", RESULTS_MD, flags=re.S)
+    if block is None:
+        pytest.fail("results/README.md lacks its <!-- teachers:start --> … <!-- teachers:end --> block")
+    rows = teacher_comparison(ROOT / "results")
+    assert block.group(1) == teacher_comparison_markdown(rows)
+    assert all(r["same_baseline"] for r in rows), "a teacher comparison is not paired: its label-only rows differ"
