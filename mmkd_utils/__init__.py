@@ -1,7 +1,11 @@
 """mmkd_utils: the training core of the mmkd course (knowledge distillation in multimodal learning).
 
-Introduced in notebook 00. Submodules: ``data`` (datasets and loaders), ``encoders`` (pretrained
-text and image encoders, offline), ``losses``, ``models``, ``train``, ``evaluate``, ``config``.
+Introduced in notebook 00. Submodules, one home per idea: ``data`` (datasets and preprocessing),
+``encoders`` (frozen pretrained encoders, cached features), ``prepare`` (a dataset → ``PreparedData``),
+``regimes`` (few or noisy labels, folds, transfer words), ``models``, ``losses``, ``objective``, ``train``
+(``train_epoch``, ``fit``), ``views``, ``recipes`` (teachers, students, methods), ``signals`` (what the
+student learns from the teacher), ``evaluate``, ``report``, ``publish``, ``experiment`` (whole runs),
+``export`` (deployment), ``classic`` (reproductions), ``config``, ``checkpoint``.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Introduced in notebook 05; run from the shell with ``python -m mmkd_utils run --config cpu`` (or
 ``--data FOLDER --label COLUMN`` for your own data). The pieces live where their names say: tensors in
 ``prepare``, builders and the method table in ``recipes``, what the student learns from in ``signals``,
-tables and publishing in ``report``. Results go to ``<out_dir>/<name>/``: ``results.json`` (every run,
+tables in ``report`` and publishing in ``publish``. Results go to ``<out_dir>/<name>/``: ``results.json`` (every run,
 every seed, the config and library versions), ``results.md`` (the table) and ``results.png``.
 """
 from __future__ import annotations

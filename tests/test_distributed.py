@@ -7,7 +7,8 @@ import torch.multiprocessing as mp
 
 from mmkd_utils.losses import FitNetHint
 from mmkd_utils.models import FusionClassifier
-from mmkd_utils.train import Objective, TrainConfig, batches, fit
+from mmkd_utils.objective import Objective
+from mmkd_utils.train import TrainConfig, batches, fit
 
 CONFIG = TrainConfig(epochs=3, lr=1e-2, batch_size=32)
 TOLERANCE = 1e-4  # float summation order differs between one process and two; nothing else should
