@@ -142,7 +142,7 @@ def split_fingerprint(split, columns: list[str]) -> str:
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
-def _weights_fingerprint(module: nn.Module) -> str:
+def weights_fingerprint(module: nn.Module) -> str:
     """SHA-256 of every weight, memoised on the module itself and keyed on the tensors' storage and
     version counters: an in-place update (fine-tuning, ``load_state_dict``) forces a recompute."""
     key = tuple((k, v.data_ptr(), v._version) for k, v in module.state_dict().items())
@@ -174,7 +174,7 @@ def encode_split(split, encoder: nn.Module, modality: str, *, column: str | None
     if modality not in ("image", "text"):
         raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
     column = column or modality
-    key_parts = [modality, getattr(encoder, "name", type(encoder).__name__), _weights_fingerprint(encoder),
+    key_parts = [modality, getattr(encoder, "name", type(encoder).__name__), weights_fingerprint(encoder),
                  split_fingerprint(split, [column]), str(image_size if modality == "image" else max_length)]
 
     def compute() -> dict[str, torch.Tensor]:

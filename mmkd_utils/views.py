@@ -89,10 +89,10 @@ def encode_views(split, encoder, n_views: int, *, teacher_size: int = 96, studen
     reproduces ``encode_split`` and ``data.images_tensor`` exactly.
     """
     from .data import ImageTransform
-    from .encoders import _weights_fingerprint, cached_tensors, split_fingerprint
+    from .encoders import weights_fingerprint, cached_tensors, split_fingerprint
 
     augment = augment or ViewAugment()
-    key_parts = [VIEWS_VERSION, getattr(encoder, "name", type(encoder).__name__), _weights_fingerprint(encoder),
+    key_parts = [VIEWS_VERSION, getattr(encoder, "name", type(encoder).__name__), weights_fingerprint(encoder),
                  split_fingerprint(split, ["image"]), n_views, seed, sorted(asdict(augment).items()), teacher_size,
                  student_size]
 
