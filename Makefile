@@ -18,10 +18,10 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the course into $(VENV) (first time: a few minutes)..."
-	@$(PIP) install -r requirements-dev.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@$(PIP) install -r requirements-dev.txt -c constraints.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@$(PIP) install --no-deps -r requirements-nodeps.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@$(PIP) install --no-deps -e . 2>&1 | { grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true; }
 	@$(PY) -m ipykernel install --sys-prefix --name mmkd --display-name "mmkd (Python 3)" >/dev/null

@@ -73,3 +73,24 @@ def test_library_versions_name_the_libraries():
     versions = mmkd_utils.library_versions()
     assert torch.__version__.startswith(versions["torch"])
     assert set(versions) >= {"python", "mmkd_utils", "torch", "torchvision", "transformers", "datasets"}
+
+
+def test_colab_keeps_its_torch_and_local_installs_stay_pinned():
+    """The Colab setup cell runs `pip install /content/mmkd`, which reads requirements.txt: with only lower
+    bounds on torch and torchvision, pip keeps Colab's newer preinstalled torch instead of downgrading it.
+    The Makefile (local machines, CI) adds constraints.txt, which pins them to what the registry serves."""
+    import re
+
+    from conftest import REPO_ROOT
+
+    requirements = (REPO_ROOT / "requirements.txt").read_text(encoding="utf8")
+    for package in ("torch", "torchvision", "datasets"):
+        line = re.search(rf"^{package}([<>=!~].*)?$", requirements, flags=re.M)
+        assert line and "<" not in line.group(0), f"requirements.txt caps {package}: Colab's would be downgraded"
+    constraints = (REPO_ROOT / "constraints.txt").read_text(encoding="utf8")
+    assert re.search(r"^torch<=", constraints, flags=re.M) and re.search(r"^torchvision<=", constraints, flags=re.M)
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf8")
+    assert "-c constraints.txt" in makefile and "constraints.txt" in makefile.split("$(STAMP):")[1].splitlines()[0]
+    setup_cell = "!pip install -q /content/mmkd"
+    notebook = (REPO_ROOT / "notebooks" / "00_setup_and_tour.ipynb").read_text(encoding="utf8")
+    assert setup_cell in notebook and "constraints" not in notebook  # Colab installs without the pins
