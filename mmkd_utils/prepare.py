@@ -65,14 +65,13 @@ def prepare_data(config, dataset=None, progress: bool = False) -> PreparedData:
     from .env import pick_device
     from .signals import active_signals
 
-    signals = active_signals(config)  # checks the combination before any work
     ds = dataset if dataset is not None else load_dataset_for(config)
     data_mod.check_label_column(ds, config.label)
     if config.subset is not None:
         ds = type(ds)({s: split.shuffle(seed=config.data_seed).select(range(min(config.subset, len(split))))
                        for s, split in ds.items()})
     modalities = data_mod.modalities(ds)
-    active_signals(config, modalities)  # a signal may need a modality the dataset lacks
+    signals = active_signals(config, modalities)  # a signal may need a modality the dataset lacks
     device = pick_device(config.device)
     encoders = {}
     if "text" in modalities:

@@ -187,12 +187,9 @@ def refresh_blocks(path: str | Path, results_root: str | Path = "results") -> li
     text = path.read_text(encoding="utf8")
     names = BLOCK.findall(text)
     for name in names:
-        start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
-        if end not in text:
-            raise ValueError(f"{path}: {start} has no matching {end}")
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = f"{head}{start}\n{readme_block(Path(results_root) / name)}\n{end}{tail}"
+        if f"<!-- results:{name}:end -->" not in text:
+            raise ValueError(f"{path}: <!-- results:{name}:start --> has no matching <!-- results:{name}:end -->")
+        text = replace_block(text, f"results:{name}", readme_block(Path(results_root) / name))
     path.write_text(text, encoding="utf8")
     return names
 

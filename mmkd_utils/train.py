@@ -159,6 +159,13 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     return None
 
 
+def amp_settings(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype]:
+    """Whether mixed precision is on (CUDA only) and its dtype: bf16 where supported, else fp16 (which needs
+    a GradScaler)."""
+    enabled = config.amp and device.type == "cuda"
+    return enabled, torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
+
+
 def make_optimizer(model: nn.Module, objective: Objective, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over the model's parameters and those of the objective's trainable feature loss."""
     params = list(model.parameters()) + [p for m in objective.trainable_modules() for p in m.parameters()]
@@ -201,8 +208,7 @@ def train_epoch(model: nn.Module, train: Mapping[str, torch.Tensor], objective: 
     distributed training, ``torch.compile`` and fp16 on a GPU.
     """
     device = next(model.parameters()).device
-    use_amp = config.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    use_amp, amp_dtype = amp_settings(config, device)
     scaler = scaler or torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     step_module = step_module or TrainStep(model, objective.feature_loss if objective.feature_weight > 0 else None)
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -293,9 +299,8 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
         raise KeyError("the objective distils but train has no 'teacher_logits' column and no teacher= was given")
     optimizer = make_optimizer(model, objective, config)
     scheduler = make_scheduler(optimizer, config, math.ceil(n_train / config.batch_size))
-    use_amp = config.amp and device.type == "cuda"
-    amp_fp16 = use_amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_fp16)
+    use_amp, amp_dtype = amp_settings(config, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     history, best_state, start_epoch = History(), None, 0
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if resume and ckpt is not None and (ckpt / "state.json").exists():
