@@ -1,11 +1,13 @@
-"""Course notebooks: execute them in place and strip volatile metadata (``make notebooks``), and point
-every Colab badge and setup cell at a fork (``python -m mmkd_utils.notebooks --repo OWNER/NAME``).
+"""Course notebooks: execute them in place and strip volatile metadata (``make notebooks``; ``--clean-only``
+cleans without executing), and point every Colab badge and setup cell at a fork
+(``python -m mmkd_utils.notebooks --repo OWNER/NAME``).
 
 Stored notebooks are what the code produces now: this is the one command that re-runs and cleans
-them. Widget state, execution timings and machine-specific metadata are removed; progress bars are
-off while executing (``TQDM_DISABLE=1``), so stored outputs are small and stable. The repository's
-address lives in one place, ``REPO_SLUG`` below; ``retarget`` rewrites it there and wherever it is
-written out (badges, setup cells, the README), and a test checks that they all agree.
+them. Widget state and execution timings are removed and the kernel metadata is stored as JupyterLab
+writes it, so that opening a notebook does not mark it modified; progress bars are off while executing
+(``TQDM_DISABLE=1``), so stored outputs are small and stable. The repository's address lives in one
+place, ``REPO_SLUG`` below; ``retarget`` rewrites it there and wherever it is written out (badges,
+setup cells, the README), and a test checks that they all agree.
 """
 from __future__ import annotations
 
@@ -30,11 +32,26 @@ def colab_badge(notebook_path: str) -> str:
             f"({colab_url(notebook_path)})")
 
 
+# The kernel metadata JupyterLab writes when it opens a notebook with the venv's kernel: the "python3"
+# kernelspec as ipykernel installs it (Colab runs a kernel of that name too; the "mmkd" kernel that
+# `make setup` registers is the same Python under another name) and the language_info that ipykernel
+# reports. Stored exactly so, opening and saving a notebook changes nothing (`make test-browser` checks);
+# only a Python of another version rewrites one line, language_info.version.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def language_info() -> dict:
+    """The language_info that ipykernel reports for this Python (what JupyterLab stores on save)."""
+    return {"codemirror_mode": {"name": "ipython", "version": sys.version_info[0]}, "file_extension": ".py",
+            "mimetype": "text/x-python", "name": "python", "nbconvert_exporter": "python",
+            "pygments_lexer": f"ipython{sys.version_info[0]}", "version": sys.version.split()[0]}
+
+
 def clean(nb) -> None:
-    """Strip widget state, execution timings and volatile kernel metadata, in place."""
+    """Strip widget state and execution timings and store the kernel metadata JupyterLab writes, in place."""
     nb.metadata.pop("widgets", None)
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    nb.metadata.get("language_info", {}).pop("version", None)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata["language_info"] = language_info()
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("ExecuteTime", None)
@@ -62,6 +79,21 @@ def execute(path: str | Path, timeout: int = 600) -> float:
     clean(nb)
     nbformat.write(nb, path)
     return seconds
+
+
+def clean_file(path: str | Path) -> bool:
+    """Apply ``clean`` to a stored notebook without executing it; returns whether the file changed."""
+    import nbformat
+
+    path = Path(path)
+    before = path.read_text(encoding="utf8")
+    nb = nbformat.reads(before, as_version=4)
+    clean(nb)
+    after = nbformat.writes(nb)
+    after += "" if after.endswith("\n") else "\n"  # as nbformat.write ends a file
+    if after != before:
+        path.write_text(after, encoding="utf8")
+    return after != before
 
 
 def repo_addresses(text: str) -> set[str]:
@@ -94,9 +126,14 @@ def main(argv: list[str] | None = None) -> None:
         for path in retarget(args[1]):
             print(f"{path}: now points at {args[1]}")
         return
+    if args[:1] == ["--clean-only"] and len(args) > 1 and not any(a.startswith("-") for a in args[1:]):
+        for p in args[1:]:
+            print(f"{p}: {'cleaned' if clean_file(p) else 'already clean'}")
+        return
     if not args or any(a.startswith("-") for a in args):
-        raise SystemExit("usage: python -m mmkd_utils.notebooks notebooks/NN_name.ipynb [...]   (execute and clean)\n"
-                         "       python -m mmkd_utils.notebooks --repo OWNER/NAME            (point badges at a fork)")
+        raise SystemExit("usage: python -m mmkd_utils.notebooks notebooks/NN_name.ipynb [...]                (execute and clean)\n"
+                         "       python -m mmkd_utils.notebooks --clean-only notebooks/NN_name.ipynb [...] (clean only)\n"
+                         "       python -m mmkd_utils.notebooks --repo OWNER/NAME                         (point badges at a fork)")
     for p in args:
         print(f"{p}: {execute(p):.1f} s", flush=True)
 
