@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -43,9 +44,16 @@ METHODS: dict[str, Callable[..., Objective]] = {
 }
 
 
-def seeded(train_config: TrainConfig, seed: int, device: str | None = None) -> TrainConfig:
-    """``train_config`` with its shuffling seed and device set for one run."""
-    return replace(train_config, seed=seed, device=device)
+def seeded(train_config: TrainConfig, seed: int, device: str | None = None, log_dir: str | None = None,
+           name: str | None = None) -> TrainConfig:
+    """``train_config`` with its shuffling seed and device set for one run. With ``log_dir`` (an experiment's
+    TensorBoard folder, ``ExperimentConfig.log_dir``) the run logs to ``log_dir/seed{seed}/{name}``, ``name``
+    saying which fit it is: ``teacher-fusion``, ``image-student-soft``, ... (notebook 10)."""
+    if log_dir is None:
+        return replace(train_config, seed=seed, device=device)
+    if not name:
+        raise ValueError("seeded(..., log_dir=...) needs the fit's name, its subfolder: e.g. name='image-student-soft'")
+    return replace(train_config, seed=seed, device=device, log_dir=str(Path(log_dir) / f"seed{seed}" / name))
 
 
 def build_teacher(kind: str, config, data) -> FusionClassifier:
@@ -65,11 +73,14 @@ def build_teacher(kind: str, config, data) -> FusionClassifier:
 
 def train_teacher(kind: str, config, data, seed: int, train: dict | None = None) -> tuple[FusionClassifier, History]:
     """Seed, build and train a ``kind`` teacher on the labelled rows of ``train`` (default: the training
-    split), choosing its epoch on the validation split. Returns the teacher and its history."""
+    split), choosing its epoch on the validation split. Returns the teacher and its history. With
+    ``config.log_dir`` a teacher on the training split logs to ``log_dir/seed{seed}/teacher-{kind}``; one on
+    other rows (a crossfit fold) is not logged."""
     seed_everything(seed)
     teacher = build_teacher(kind, config, data)
+    log_dir = config.log_dir if train is None else None
     history = fit(teacher, labelled_only(data.train if train is None else train), data.validation,
-                  config=seeded(config.teacher_train, seed, config.device))
+                  config=seeded(config.teacher_train, seed, config.device, log_dir, f"teacher-{kind}"))
     return teacher, history
 
 

@@ -10,12 +10,15 @@ A teacher that must see the *same* random view as the student is run online inst
 and adds what a practitioner needs: seeded shuffling (``epoch_generator``: a fresh generator per epoch,
 so a resumed run repeats exactly), mixed precision on GPU, gradient clipping, a one-cycle or cosine
 schedule (``make_scheduler``), early stopping on a validation metric with the best weights restored, a
-NaN/inf guard naming the step and the loss term, per-epoch history, and checkpoints you can resume from.
+NaN/inf guard naming the step and the loss term, per-epoch history, checkpoints you can resume from, and
+TensorBoard curves (``TrainConfig(log_dir=...)``, notebook 10).
 A hand-written loop over ``batches`` with the same seed gives bit-identical weights (notebook 05 shows it).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +118,7 @@ class TrainConfig:
     progress: bool = False
     channels_last: bool = False  # for CNNs on GPU
     compile: bool = False  # torch.compile the training step (GPU; pays a compile time up front)
+    log_dir: str | None = None  # TensorBoard: fit writes each epoch's History record there (``log_epoch``)
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -123,6 +127,8 @@ class TrainConfig:
             raise ValueError(f"scheduler must be 'onecycle', 'cosine' or 'none', got {self.scheduler!r}")
         if self.monitor not in ("val_acc", "val_loss"):
             raise ValueError(f"monitor must be 'val_acc' or 'val_loss', got {self.monitor!r}")
+        if self.log_dir is not None:  # a str or a Path, kept as a str so that the config stays JSON
+            self.log_dir = os.fspath(self.log_dir)
 
 
 @dataclass
@@ -210,7 +216,8 @@ def train_epoch(model: nn.Module, train: Mapping[str, torch.Tensor], objective: 
     device = next(model.parameters()).device
     use_amp, amp_dtype = amp_settings(config, device)
     scaler = scaler or torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    step_module = step_module or TrainStep(model, objective.feature_loss if objective.feature_weight > 0 else None)
+    if step_module is None:  # not `or`: a compiled module has no truth value (it asks the module for len())
+        step_module = TrainStep(model, objective.feature_loss if objective.feature_weight > 0 else None)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     rank, world_size = distributed_context()
     model.train()
@@ -257,6 +264,27 @@ def train_epoch(model: nn.Module, train: Mapping[str, torch.Tensor], objective: 
     return {f"train_{k}": v / count for k, v in sums.items()}
 
 
+def summary_writer(log_dir: str | Path, purge_step: int | None = None):
+    """A TensorBoard ``SummaryWriter`` on ``log_dir`` (notebook 10). ``purge_step``: a resumed run first drops
+    the points from that step on, which it is about to write again."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # imports the tensorboard package
+    except ImportError as err:
+        raise ImportError("TrainConfig.log_dir writes TensorBoard logs, which needs the tensorboard package: "
+                          "pip install tensorboard (make setup installs it)") from err
+    return SummaryWriter(os.fspath(log_dir), purge_step=purge_step or None)
+
+
+def log_epoch(writer, record: Mapping[str, float]) -> None:
+    """Write one epoch's ``History`` record as scalars at step ``record["epoch"]``. A key's first underscore
+    becomes a slash, so that TensorBoard groups them: ``train/ce``, ``train/distill``, ``train/total`` (every
+    ``train_*`` term of the objective, ``train/feature`` too), ``val/loss``, ``val/acc``; and ``lr``."""
+    for key, value in record.items():
+        if key != "epoch":
+            writer.add_scalar(key.replace("_", "/", 1), value, record["epoch"])
+    writer.flush()
+
+
 def _stopped_early(history: History, config: TrainConfig, val) -> bool:
     """Early stopping: ``config.patience`` epochs have passed since the best validation score."""
     return (config.patience is not None and val is not None and bool(history.epochs)
@@ -275,6 +303,7 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
     - ``augment(batch, generator)``: a batch transform for the student's inputs (seeded).
     - ``checkpoint_dir``: the training state is saved there after every epoch (safetensors + JSON,
       atomic); with ``resume=True`` training continues from it and ends exactly as an uninterrupted run.
+    - ``config.log_dir``: TensorBoard logs, one point per epoch (``log_epoch``), written by rank 0 only.
     Returns the ``History``: per-epoch train terms, validation loss and accuracy, the learning rate.
     """
     from .checkpoint import load_training_state, save_training_state
@@ -324,22 +353,26 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
         from tqdm.auto import tqdm
 
         epochs = tqdm(epochs, desc=type(model).__name__, leave=False)
-    for epoch in epochs:
-        record = {"epoch": epoch, **train_epoch(model, train, objective, optimizer, config, epoch, scheduler=scheduler,
-                                                augment=augment, teacher=teacher, step_module=step_module, scaler=scaler),
-                  "lr": optimizer.param_groups[0]["lr"]}
-        if val is not None:
-            record["val_loss"], record["val_acc"] = evaluate_loss_acc(model, val, device)
-            score = record[config.monitor] * (1 if config.monitor == "val_acc" else -1)
-            if history.best_epoch < 0 or score > history.best_score:
-                history.best_epoch, history.best_score = epoch, score
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        history.epochs.append(record)
-        history.seconds = time.perf_counter() - t0
-        if ckpt is not None and rank == 0:
-            save_training_state(ckpt, model, optimizer, scheduler, objective, epoch + 1, history, best_state, config)
-        if _stopped_early(history, config, val):
-            break
+    writer = summary_writer(config.log_dir, start_epoch) if config.log_dir is not None and rank == 0 else None
+    with writer or contextlib.nullcontext():  # the writer is closed however the loop ends
+        for epoch in epochs:
+            terms = train_epoch(model, train, objective, optimizer, config, epoch, scheduler=scheduler, augment=augment,
+                                teacher=teacher, step_module=step_module, scaler=scaler)
+            record = {"epoch": epoch, **terms, "lr": optimizer.param_groups[0]["lr"]}
+            if val is not None:
+                record["val_loss"], record["val_acc"] = evaluate_loss_acc(model, val, device)
+                score = record[config.monitor] * (1 if config.monitor == "val_acc" else -1)
+                if history.best_epoch < 0 or score > history.best_score:
+                    history.best_epoch, history.best_score = epoch, score
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            history.epochs.append(record)
+            history.seconds = time.perf_counter() - t0
+            if ckpt is not None and rank == 0:
+                save_training_state(ckpt, model, optimizer, scheduler, objective, epoch + 1, history, best_state, config)
+            if writer is not None:
+                log_epoch(writer, record)
+            if _stopped_early(history, config, val):
+                break
     if config.restore_best and best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -1,4 +1,6 @@
-"""Data-parallel training (DDP, gloo on CPU) gives the same model as one process."""
+"""Data-parallel training (DDP, gloo on CPU) gives the same model as one process, and rank 0 alone logs."""
+
+from dataclasses import replace
 
 import pytest
 import torch
@@ -31,11 +33,11 @@ def objective():
     return Objective("ce", feature_weight=0.5, feature_loss=FitNetHint(8, 4))
 
 
-def _worker(rank, world_size, init_file, out_file):
+def _worker(rank, world_size, init_file, out_file, log_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     torch.set_num_threads(1)
     m = model()
-    hist = fit(m, data(), data(), objective(), CONFIG)
+    hist = fit(m, data(), data(), objective(), replace(CONFIG, log_dir=log_dir))  # both ranks are given a log_dir
     if rank == 0:
         torch.save({"state": m.state_dict(), "val_acc": [e["val_acc"] for e in hist.epochs],
                     "train_total": [e["train_total"] for e in hist.epochs]}, out_file)
@@ -57,9 +59,10 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     reference = model()
     ref_hist = fit(reference, data(), data(), objective(), CONFIG)
     out = tmp_path / "ddp.pt"
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out), str(tmp_path / "logs")), nprocs=2, join=True)
     result = torch.load(out, weights_only=True)
     for k, v in reference.state_dict().items():
         assert torch.allclose(v, result["state"][k], atol=TOLERANCE), k
     assert result["val_acc"] == pytest.approx([e["val_acc"] for e in ref_hist.epochs], abs=1e-6)
     assert result["train_total"] == pytest.approx([e["train_total"] for e in ref_hist.epochs], rel=TOLERANCE)
+    assert len(list((tmp_path / "logs").glob("events.out.tfevents.*"))) == 1  # rank 0 wrote the TensorBoard log

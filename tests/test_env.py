@@ -94,3 +94,53 @@ def test_colab_keeps_its_torch_and_local_installs_stay_pinned():
     setup_cell = "!pip install -q /content/mmkd"
     notebook = (REPO_ROOT / "notebooks" / "00_setup_and_tour.ipynb").read_text(encoding="utf8")
     assert setup_cell in notebook and "constraints" not in notebook  # Colab installs without the pins
+
+
+def test_colab_install_command_keeps_the_preinstalled_libraries(tmp_path):
+    """What the notebooks' setup cell runs on Colab, `pip install -q /content/mmkd`, asked of pip as a dry run in
+    this environment (torch, torchvision, transformers and datasets already installed, as on Colab): pip installs
+    the course and keeps each of them. Needs the package index (pip fetches setuptools to build the course's
+    metadata); without it the test fails saying so, within the timeout, instead of hanging."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--report", str(report), "--quiet",
+               "--disable-pip-version-check", "--timeout", "15", "--retries", "1", str(REPO_ROOT)]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=150, cwd=tmp_path)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`{' '.join(command)}` took over 150 s: is the package index (PyPI) reachable from here?")
+    errors = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("WARNING: Location"))
+    assert proc.returncode == 0, (f"pip's dry run of the Colab install failed (it needs the package index, PyPI; "
+                                  f"offline, this test cannot run):\n{errors[-2000:]}")
+    installs = {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
+                for item in json.loads(report.read_text(encoding="utf8"))["install"]}
+    assert "mmkd-utils" in installs  # the report is the course's install
+    replaced = {name: version for name, version in installs.items()
+                if name in ("torch", "torchvision", "transformers", "datasets")}
+    assert not replaced, (f"`pip install /content/mmkd` would replace the installed {replaced}: requirements.txt "
+                          "must accept the versions already installed (lower bounds; caps only where needed)")
+
+
+def test_oldest_pins_are_the_lower_bounds_that_ci_tests():
+    """`make test-oldest` (run by .ci/run) installs requirements-oldest.txt: each pin must be exactly the lower
+    bound requirements.txt claims, so that raising a bound means raising its pin, and the claim stays tested."""
+    import re
+
+    from conftest import REPO_ROOT
+    from packaging.version import Version
+
+    def specs(path, operator):
+        text = (REPO_ROOT / path).read_text(encoding="utf8")
+        return {m[1].lower(): m[2] for m in re.finditer(rf"^([A-Za-z0-9_.-]+){operator}([0-9][^,\s#]*)", text, flags=re.M)}
+
+    lower_bounds, pins = specs("requirements.txt", ">="), specs("requirements-oldest.txt", "==")
+    assert {"transformers", "datasets", "numpy", "pillow"} <= set(pins)
+    assert {name: pin for name, pin in pins.items() if name not in lower_bounds or Version(lower_bounds[name]) != Version(pin)} == {}, \
+        f"requirements-oldest.txt must pin each package at its lower bound in requirements.txt: {lower_bounds}"
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf8")
+    assert "requirements-oldest.txt" in makefile and "make test-oldest" in (REPO_ROOT / ".ci" / "run").read_text()
