@@ -5,7 +5,8 @@ Introduced in notebook 00. Submodules, one home per idea: ``data`` (datasets and
 ``regimes`` (few or noisy labels, folds, transfer words), ``models``, ``losses``, ``objective``, ``train``
 (``train_epoch``, ``fit``), ``views``, ``recipes`` (teachers, students, methods), ``signals`` (what the
 student learns from the teacher), ``evaluate``, ``report``, ``publish``, ``experiment`` (whole runs),
-``export`` (deployment), ``classic`` (reproductions), ``config``, ``checkpoint``.
+``export`` (deployment), ``classic`` (reproductions), ``noto`` (the out-of-distribution test set), ``config``,
+``checkpoint``.
 """
 from __future__ import annotations
 

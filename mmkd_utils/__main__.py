@@ -39,6 +39,8 @@ HELP = {
                       "them) join the distilled text students' training set: a transfer set",
     "teacher_views": "0, or the number of cached augmented views per training image (view 0 = the original) "
                      "that image-seeing students train on, each labelled by the teacher (replaces --augment)",
+    "ood_test": "noto: also evaluate every model on the test emoji drawn by another designer (data/noto; "
+                "evaluation only, never selected on)",
     "T": "distillation temperature",
     "alpha": "weight of the distillation term: (1-alpha)*CE + alpha*KD",
     "feature_weight": "weight of the feature (FitNets hint) term",
@@ -50,6 +52,8 @@ HELP = {
     "timing": "measure CPU latency (true/false)",
     "out_dir": "folder for results",
     "device": "cuda, mps or cpu (default: the best available)",
+    "log_dir": "TensorBoard logs of every fit, one subfolder each: DIR/seed0/teacher-fusion, DIR/seed0/image-student-soft, "
+               "... (open with: tensorboard --logdir DIR); the results do not change",
     "teacher_epochs": "teacher training epochs", "teacher_lr": "teacher learning rate",
     "student_epochs": "student training epochs", "student_lr": "student learning rate",
 }
@@ -112,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--jobs", type=int, default=None, help="seeds at a time (default: as published)")
     rem = sub.add_parser("remeasure", help="measure the models' CPU latency again and rewrite a results folder")
     rem.add_argument("folders", nargs="+", help="results folders, e.g. results/main")
+    mrg = sub.add_parser("merge", help="join runs of one configuration that differ only in their seeds into one "
+                                       "result (experiment.merge_runs)")
+    mrg.add_argument("folders", nargs="+", help="results folders, e.g. results/x-seeds0-4 results/x-seeds5-9")
+    mrg.add_argument("--name", required=True, help="the joined result's name: written to <out_dir>/<name>/")
+    mrg.add_argument("--out_dir", default="results")
     pub = sub.add_parser("publish", help="refresh results/README.md's tables, the README's findings and "
                                          "results/findings.png from results/<name>/results.json")
     pub.add_argument("--readme", default="README.md")
@@ -157,6 +166,11 @@ def _command(args: argparse.Namespace) -> None:
         for folder in args.folders:
             c = reproduce(folder, args.jobs)
             print(f"{folder}: {c['exact']} of {c['rows']} test accuracies reproduced bit for bit (--jobs {c['jobs']})")
+    elif args.command == "merge":
+        from .experiment import merge_runs
+
+        merged = merge_runs(args.folders, args.name, args.out_dir)
+        print(f"wrote {args.out_dir}/{args.name}: seeds {merged['config']['seeds']} from {len(args.folders)} runs")
     elif args.command == "publish":
         from .publish import publish
 
@@ -169,6 +183,9 @@ def _command(args: argparse.Namespace) -> None:
         rank = _init_distributed(config)
         if args.jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise SystemExit("--jobs > 1 cannot be combined with torchrun: use one or the other")
+        if config.log_dir and (args.tune_fusion or args.tune_T or args.tune_alpha):
+            raise ValueError("--log_dir logs the fits of one run, and tuning would log every candidate into the same "
+                             "folders: drop --log_dir, or run the chosen setting with it")
         if args.tune_fusion:
             from .experiment import select_fusion
 

@@ -44,6 +44,7 @@ class ExperimentConfig:
     crossfit: int = 0  # >= 2: the teacher's outputs on each training row come from a teacher that did not train on it (K folds by base emoji)
     transfer_words: int = 0  # > 0: this many words from the text encoder's vocabulary, labelled by the teacher, join the text student's training set
     teacher_views: int = 0  # > 1: image-seeing students train on this many cached views per image, each labelled by the teacher (replaces augment)
+    ood_test: str | None = None  # "noto": also evaluate every model on data/noto, the test emoji in another design (never selected on)
     T: float = 4.0
     alpha: float = 0.5
     feature_weight: float = 1.0
@@ -56,6 +57,7 @@ class ExperimentConfig:
     timing: bool = True
     out_dir: str = "results"
     device: str | None = None
+    log_dir: str | None = None  # TensorBoard logs of every fit in <log_dir>/seed<seed>/<teacher-fusion, image-student-soft, ...>
 
     def __post_init__(self):
         for what, given, known in (("student", self.students, STUDENTS), ("method", self.methods, METHODS)):
@@ -77,6 +79,12 @@ class ExperimentConfig:
             raise ValueError(f"crossfit must be 0 (off) or a number of folds >= 2, got {self.crossfit}")
         if self.transfer_words < 0:
             raise ValueError(f"transfer_words must be >= 0 (0: no transfer set), got {self.transfer_words}")
+        if self.ood_test not in (None, "noto"):
+            raise ValueError(f"ood_test must be 'noto' (data/noto: the test emoji drawn by Noto Color Emoji) or unset, "
+                             f"got {self.ood_test!r}")
+        if self.ood_test and self.data != "openmoji":
+            raise ValueError("ood_test='noto' redraws the shipped OpenMoji test split: it needs --data openmoji "
+                             f"(got {self.data!r}); drop --ood_test for your own data")
         if not self.seeds:
             raise ValueError("seeds is empty: give at least one seed")
         check_temperature(self.T)

@@ -24,7 +24,7 @@ from .recipes import STUDENTS, TEACHERS, build_student, build_teacher, end_to_en
 from .regimes import labelled_only
 from .report import jsonable, summary_table, val_cell, val_summary, write_results, write_selection
 from .signals import SeedContext, active_signals, cache_teacher_outputs
-from .train import distributed_context, fit
+from .train import distributed_context, fit, predict
 from .views import shift_augment
 
 
@@ -64,9 +64,11 @@ def run_seed(config: ExperimentConfig, data: PreparedData, seed: int, progress: 
             row = {**ev.evaluate(teachers[kind], data.test, class_names=data.class_names, timing=False),
                    **teacher_pipeline_cost(teachers[kind], data, timing=False)}
             rows.append({"model": f"teacher ({kind})", "role": "teacher", "method": "labels", "seed": seed,
-                         "best_epoch": hist.best_epoch, "val_accuracy": hist.best_score, "train_seconds": hist.seconds, **row})
+                         "best_epoch": hist.best_epoch, "val_accuracy": hist.best_score, "train_seconds": hist.seconds,
+                         **row, **ood_metrics(teachers[kind], data)})
     teacher = teachers[config.distill_from]
     test_logits = cache_teacher_outputs(teacher, data.test)["teacher_logits"] if read_test else None
+    ood_logits = cache_teacher_outputs(teacher, data.ood)["teacher_logits"] if read_test and data.ood is not None else None
     ctx = SeedContext(config, data, seed, teacher)
     signals = active_signals(config).values()
     for signal in signals:
@@ -81,14 +83,32 @@ def run_seed(config: ExperimentConfig, data: PreparedData, seed: int, progress: 
             for signal in signals:
                 train, augment = signal.student_data(ctx, student_kind, objective, train, augment)
             hist = fit(student, train if objective.uses_teacher else labelled_only(train), data.validation, objective,
-                       seeded(config.student_train, seed, config.device), augment=augment)
+                       seeded(config.student_train, seed, config.device, config.log_dir, f"{student_kind}-student-{method}"),
+                       augment=augment)
             rows.append({"model": f"{student_kind} student", "role": "student", "method": method, "seed": seed,
                          "best_epoch": hist.best_epoch, "val_accuracy": hist.best_score, "train_seconds": hist.seconds,
-                         **(ev.evaluate(student, data.test, test_logits, data.class_names, timing=False) if read_test else {})})
+                         **(ev.evaluate(student, data.test, test_logits, data.class_names, timing=False) if read_test else {}),
+                         **(ood_metrics(student, data, ood_logits) if read_test else {})})
             if progress:
                 print(f"  seed {seed} {student_kind + ' student':<20} {method:<8} val acc {hist.best_score:.3f} "
                       f"({hist.seconds:.0f} s)", flush=True)
     return rows
+
+
+def ood_metrics(model, data: PreparedData, teacher_logits: torch.Tensor | None = None) -> dict:
+    """``model`` on the out-of-distribution test set (``config.ood_test``), keys prefixed ``ood_``: accuracy,
+    macro-F1, agreement with the teacher, and which rows it gets right (and the in-domain test rows', so that
+    both can be bootstrapped over emoji). Empty without one."""
+    if data.ood is None:
+        return {}
+    logits = predict(model, data.ood, device="cpu")
+    metrics = ev.classification_metrics(logits, data.ood["label"])
+    row = {"ood_accuracy": metrics["accuracy"], "ood_macro_f1": metrics["macro_f1"],
+           "ood_correct": (logits.argmax(1) == data.ood["label"]).int().tolist(),
+           "test_correct": (predict(model, data.test, device="cpu").argmax(1) == data.test["label"]).int().tolist()}
+    if teacher_logits is not None:
+        row["ood_agreement"] = ev.agreement_with_teacher(logits, teacher_logits)["agreement"]
+    return row
 
 
 def teacher_pipeline_cost(head, data: PreparedData, timing: bool) -> dict:
@@ -285,3 +305,25 @@ def reproduce(results_dir: str | Path, jobs: int | None = None, scratch: str | P
     history = json.loads(path.read_text(encoding="utf8")) if path.exists() else []
     atomic_write_json(history + [comparison], path)
     return comparison
+
+
+def merge_runs(folders: list[str | Path], name: str, out_dir: str | Path = "results") -> dict:
+    """One result from runs of one configuration that differ only in their seeds (seeds 0–4 published, 5–9
+    added later): the rows joined, the table recomputed, the costs of the first run, ``merged_from`` naming
+    the runs. Each seed trains alone, with the same thread count for the same ``jobs``, so the rows are
+    those one run over all the seeds gives. Writes ``<out_dir>/<name>/``."""
+    results = [json.loads((Path(f) / "results.json").read_text(encoding="utf8")) for f in folders]
+    def same(r):
+        return {k: v for k, v in r["config"].items() if k not in ("name", "seeds")}, r["jobs"], r["versions"]
+    if any(same(r) != same(results[0]) for r in results):
+        raise ValueError(f"{[str(f) for f in folders]} differ in more than their seeds (configuration, jobs or "
+                         "library versions): they are not one experiment")
+    seeds = [s for r in results for s in r["config"]["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"the runs share seeds {sorted(s for s in set(seeds) if seeds.count(s) > 1)}: each seed once")
+    rows = [row for r in results for row in r["rows"]]
+    merged = {**results[0], "config": {**results[0]["config"], "name": name, "seeds": seeds}, "rows": rows,
+              "seconds": sum(r["seconds"] for r in results), "table": summary_table(rows, results[0].get("costs")),
+              "merged_from": [{"run": r["config"]["name"], "seeds": r["config"]["seeds"]} for r in results]}
+    write_results(merged, Path(out_dir) / name)
+    return merged

@@ -42,6 +42,7 @@ class PreparedData:
     encoders: dict[str, torch.nn.Module] = field(default_factory=dict)  # feature column → frozen encoder
     raw_test: dict = field(default_factory=dict)  # the end-to-end teacher's inputs for the first test rows
     signals: dict[str, dict] = field(default_factory=dict)  # what each active teacher signal prepared
+    ood: TensorData | None = None  # config.ood_test: the test emoji in another design (evaluation only)
 
     @property
     def num_classes(self) -> int:
@@ -61,7 +62,7 @@ def load_dataset_for(config):
 
 def prepare_data(config, dataset=None, progress: bool = False) -> PreparedData:
     """Tensors for every split of ``dataset`` (default: ``config.data``) as ``config`` describes them."""
-    from .encoders import encode_split, load_image_encoder, load_text_encoder
+    from .encoders import load_image_encoder, load_text_encoder
     from .env import pick_device
     from .signals import active_signals
 
@@ -79,26 +80,18 @@ def prepare_data(config, dataset=None, progress: bool = False) -> PreparedData:
     if "image" in modalities:
         encoders["image_feat"] = load_image_encoder(config.image_encoder)
     tokenizer = HashingTokenizer(config.text_buckets)
-    splits = {}
-    for split_name, split in ds.items():
-        columns = {}
-        if "image" in modalities:
-            columns["image_feat"] = encode_split(split, encoders["image_feat"], "image", device=device,
-                                                 image_size=config.teacher_image_size, progress=progress)
-        if "text" in modalities:
-            columns["text_feat"] = encode_split(split, encoders["text_feat"], "text", device=device,
-                                                max_length=config.max_length, progress=progress)
-        if "image" in modalities:
-            columns["image"] = data_mod.images_tensor(split, config.student_image_size)  # (N, 3, s, s)
-        if "text" in modalities:
-            columns["text_ids"] = tokenizer(list(split["text"]))  # (N, L)
-        columns["label"] = torch.tensor(list(split[config.label]), dtype=torch.long)
-        columns["index"] = torch.arange(len(split))
-        splits[split_name] = columns
+    splits = {name: split_tensors(split, config, encoders, tokenizer, device, progress) for name, split in ds.items()}
     class_names = data_mod.class_names(ds["train"], config.label)
     out = PreparedData(train=splits["train"], validation=splits["validation"], test=splits["test"],
                        class_names=class_names, modalities=modalities, dataset=ds, dataset_name=config.data,
                        label=config.label, encoders=encoders)
+    if config.ood_test:  # the same emoji as the test split, drawn by another designer
+        from .noto import load_noto
+
+        noto = load_noto()
+        if config.subset is not None:
+            noto = noto.shuffle(seed=config.data_seed).select(range(min(config.subset, len(noto))))
+        out.ood = split_tensors(noto, config, encoders, tokenizer, device, progress)
     # Raw inputs for timing the teacher end to end (encoders + head), as it would run when deployed.
     out.raw_test = raw_teacher_inputs(ds["test"].select(range(min(64, len(ds["test"])))), config, encoders)
     for name, signal in signals.items():
@@ -108,6 +101,26 @@ def prepare_data(config, dataset=None, progress: bool = False) -> PreparedData:
     out.train["label"] = corrupt_labels(out.train["label"], len(class_names), config.label_fraction,
                                         config.label_noise, config.data_seed)
     return out
+
+
+def split_tensors(split, config, encoders: dict, tokenizer, device="cpu", progress: bool = False) -> TensorData:
+    """One split's tensors: the teachers' cached features, the students' pixels and token ids, labels, row numbers."""
+    from .encoders import encode_split
+
+    columns = {}
+    if "image_feat" in encoders:
+        columns["image_feat"] = encode_split(split, encoders["image_feat"], "image", device=device,
+                                             image_size=config.teacher_image_size, progress=progress)
+    if "text_feat" in encoders:
+        columns["text_feat"] = encode_split(split, encoders["text_feat"], "text", device=device,
+                                            max_length=config.max_length, progress=progress)
+    if "image_feat" in encoders:
+        columns["image"] = data_mod.images_tensor(split, config.student_image_size)  # (N, 3, s, s)
+    if "text_feat" in encoders:
+        columns["text_ids"] = tokenizer(list(split["text"]))  # (N, L)
+    columns["label"] = torch.tensor(list(split[config.label]), dtype=torch.long)
+    columns["index"] = torch.arange(len(split))
+    return columns
 
 
 def raw_teacher_inputs(split, config, encoders: dict) -> dict:

@@ -17,7 +17,7 @@ import json
 import re
 from pathlib import Path
 
-from .report import bench_markdown, command_for, compression_markdown, markdown_table, mean_std_cell
+from .report import bench_markdown, command_for, compression_markdown, markdown_table, mean_std_cell, ood_markdown
 
 BLOCK = re.compile(r"<!-- results:([\w.-]+):start -->")
 
@@ -34,8 +34,15 @@ def readme_block(results_dir: str | Path) -> str:
                f"torch {result['versions']['torch']}, seeds {', '.join(map(str, result['config']['seeds']))}; "
                f"students distil from the {result['config']['distill_from']} teacher at T = {result['config']['T']}, "
                f"α = {result['config']['alpha']}.")
+    if "merged_from" in result:  # python -m mmkd_utils merge: runs of the same configuration, other seeds
+        runs = "; ".join(f"`{m['run']}` (seeds {', '.join(map(str, m['seeds']))})" for m in result["merged_from"])
+        caption += f" Joined from {runs} by `python -m mmkd_utils merge`: each seed trains alone, so the rows are those of the one command."
     summary = compression_markdown(result["table"], result["config"]["distill_from"])
-    return caption + "\n\n" + markdown_table(result["table"]) + (f"\n\n{summary}" if summary else "")
+    ood = ""
+    if any("ood_accuracy_mean" in e for e in result["table"]):  # --ood_test: the same models on the redrawn test emoji
+        ood = (f"\n\nThe same models on the test emoji drawn by another designer (`--ood_test "
+               f"{result['config']['ood_test']}`, evaluation only):\n\n{ood_markdown(result['table'])}")
+    return caption + "\n\n" + markdown_table(result["table"]) + ood + (f"\n\n{summary}" if summary else "")
 
 
 def github_anchor(heading: str) -> str:
@@ -78,6 +85,9 @@ def findings(results_md: str | Path = "results/README.md", results_root: str | P
             rows.append({"setting": heading, "anchor": github_anchor(heading), "name": name, "student": student,
                          "method": best["method"], "delta": best["vs_labels"], "verdict": verdict(best["vs_labels"]),
                          "soft_delta": soft["vs_labels"] if soft else None})
+            if "vs_labels_ood" in best:  # the same students on the out-of-distribution test set
+                rows.append({**rows[-1], "name": f"{name}, out of distribution", "delta": best["vs_labels_ood"],
+                             "verdict": verdict(best["vs_labels_ood"]), "soft_delta": soft["vs_labels_ood"] if soft else None})
     return rows
 
 

@@ -34,7 +34,7 @@ def summary_table(rows: list[dict], costs: dict[str, dict] | None = None) -> lis
     for (model, method), runs in groups.items():
         runs = sorted(runs, key=lambda r: r["seed"])
         entry = {"model": model, "method": method, "n_seeds": len(runs)}
-        for metric in ("val_accuracy", "accuracy", "macro_f1", "ece", "agreement"):
+        for metric in ("val_accuracy", "accuracy", "macro_f1", "ece", "agreement", "ood_accuracy", "ood_agreement"):
             if metric in runs[0]:
                 entry[f"{metric}_mean"], entry[f"{metric}_std"] = ev.summarize([r[metric] for r in runs])
         entry["params"] = runs[0]["params"]
@@ -46,6 +46,9 @@ def summary_table(rows: list[dict], costs: dict[str, dict] | None = None) -> lis
             base = sorted(base, key=lambda r: r["seed"])
             if [r["seed"] for r in base] == [r["seed"] for r in runs]:
                 entry["vs_labels"] = ev.paired_difference([r["accuracy"] for r in runs], [r["accuracy"] for r in base])
+                if "ood_accuracy" in runs[0]:
+                    entry["vs_labels_ood"] = ev.paired_difference([r["ood_accuracy"] for r in runs],
+                                                                  [r["ood_accuracy"] for r in base])
         table.append(entry)
     return table
 
@@ -59,15 +62,30 @@ def markdown_table(table: list[dict]) -> str:
         n = e["n_seeds"]
         acc = mean_std_cell(e["accuracy_mean"], e["accuracy_std"], n)
         f1 = mean_std_cell(e["macro_f1_mean"], e["macro_f1_std"], n)
-        if "vs_labels" in e:
-            d = e["vs_labels"]
-            delta = mean_std_cell(d["mean"], d["std"], d["n"], signed=True) + (" **" if d["n"] > 1 and abs(d["mean"]) > 2 * d["std"] else "")
-        else:
-            delta = "—"
+        delta = delta_cell(e["vs_labels"]) if "vs_labels" in e else "—"
         agree = f"{100 * e['agreement_mean']:.1f}" if "agreement_mean" in e else "—"
         val = f"{100 * e['val_accuracy_mean']:.1f}" if "val_accuracy_mean" in e else "—"
         latency = f"{e['latency_ms_b1']:.2f}" if "latency_ms_b1" in e else "—"
         lines.append(f"| {e['model']} | {e['method']} | {val} | {acc} | {f1} | {delta} | {agree} | {e['params']:,} | {latency} |")
+    return "\n".join(lines)
+
+
+def delta_cell(d: dict) -> str:
+    """A paired Δ as "+1.2 ± 0.3", with " **" when |mean| > 2 std over more than one seed."""
+    return mean_std_cell(d["mean"], d["std"], d["n"], signed=True) + (" **" if d["n"] > 1 and abs(d["mean"]) > 2 * d["std"] else "")
+
+
+def ood_markdown(table: list[dict]) -> str:
+    """In-domain and out-of-distribution test accuracy side by side, each with its paired Δ to labels only."""
+    lines = ["| model | method | test acc (%) | Δ test (paired) | out-of-distribution acc (%) | Δ out-of-distribution (paired) "
+             "| agreement w/ teacher, out of distribution (%) |", "|---|---|---|---|---|---|---|"]
+    for e in table:
+        n = e["n_seeds"]
+        agree = f"{100 * e['ood_agreement_mean']:.1f}" if "ood_agreement_mean" in e else "—"
+        lines.append(f"| {e['model']} | {e['method']} | {mean_std_cell(e['accuracy_mean'], e['accuracy_std'], n)} "
+                     f"| {delta_cell(e['vs_labels']) if 'vs_labels' in e else '—'} "
+                     f"| {mean_std_cell(e['ood_accuracy_mean'], e['ood_accuracy_std'], n)} "
+                     f"| {delta_cell(e['vs_labels_ood']) if 'vs_labels_ood' in e else '—'} | {agree} |")
     return "\n".join(lines)
 
 
@@ -125,7 +143,11 @@ def write_results(result: dict, out: Path) -> None:
               f"{result['seconds'] / 60:.1f} min on {result['device']} ({result['torch_threads']} threads).\n"
               "Mean ± std over seeds on the test split; Δ is the paired difference to the same student "
               f"trained on labels only (same seeds); ** marks |Δ| > 2 std{one_seed}.\n{notes}\n")
-    (out / "results.md").write_text(header + markdown_table(result["table"]) + "\n", encoding="utf8")
+    ood = ""
+    if any("ood_accuracy_mean" in e for e in result["table"]):
+        ood = (f"\n## Out of distribution: the test emoji drawn by another designer (`{cfg['ood_test']}`)\n\n"
+               f"{ood_markdown(result['table'])}\n")
+    (out / "results.md").write_text(header + markdown_table(result["table"]) + "\n" + ood, encoding="utf8")
     from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
 
     from .plots import results_bars

@@ -152,3 +152,24 @@ def test_compare_runs_on_the_rows_two_different_runs_share():
              "versions": {}, "config": {"name": "later"}}
     c = compare_runs(published, other, shared_only=True)
     assert (c["rows"], c["exact"], c["shared_with"]) == (1, 1, "later")
+
+
+def test_merged_runs_equal_one_run_over_all_seeds(tmp_path):
+    """`python -m mmkd_utils merge`: seeds run at different times join into the result one command gives."""
+    from mmkd_utils.experiment import merge_runs, run
+
+    base = dict(students=("text",), methods=("labels", "soft"), out_dir=str(tmp_path))
+    whole = run(get_config("tiny", name="whole", seeds=(0, 1), **base), progress=False)
+    for seed in (0, 1):
+        run(get_config("tiny", name=f"s{seed}", seeds=(seed,), **base), progress=False)
+    merged = merge_runs([tmp_path / "s0", tmp_path / "s1"], "joined", tmp_path)
+    key = lambda r: (r["model"], r["method"], r["seed"])
+    metrics = lambda rows: [{k: v for k, v in r.items() if k != "train_seconds"} for r in sorted(rows, key=key)]
+    assert metrics(merged["rows"]) == metrics(whole["rows"])  # every metric of every row, bit for bit
+    assert merged["table"] == whole["table"] and merged["config"]["seeds"] == [0, 1]
+    assert (tmp_path / "joined" / "results.md").exists()
+    with pytest.raises(ValueError, match="share seeds"):
+        merge_runs([tmp_path / "s0", tmp_path / "whole"], "bad", tmp_path)
+    run(get_config("tiny", name="other", seeds=(2,), **{**base, "T": 2.0}), progress=False)
+    with pytest.raises(ValueError, match="differ in more than their seeds"):
+        merge_runs([tmp_path / "s0", tmp_path / "other"], "bad", tmp_path)

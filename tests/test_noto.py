@@ -60,3 +60,31 @@ def test_missing_files_name_the_fix(tmp_path):
         noto.load_noto(tmp_path)
     with pytest.raises(FileNotFoundError, match="apt-get install fonts-noto-color-emoji"):
         noto.load_font(tmp_path / "none.ttf")
+
+
+def test_config_names_the_fix_for_a_bad_ood_test():
+    from mmkd_utils.config import get_config
+
+    with pytest.raises(ValueError, match="ood_test must be 'noto'"):
+        get_config("cpu", ood_test="photos")
+    with pytest.raises(ValueError, match="needs --data openmoji"):
+        get_config("cpu", ood_test="noto", data="my_folder")
+
+
+def test_every_model_is_evaluated_out_of_distribution_beside_the_test_split(tmp_path):
+    from mmkd_utils.config import get_config
+    from mmkd_utils.experiment import run
+
+    config = get_config("tiny", students=("image",), methods=("labels", "soft"), distill_from="image",
+                        ood_test="noto", out_dir=str(tmp_path))
+    result = run(config, progress=False)
+    for r in result["rows"]:
+        assert len(r["ood_correct"]) == config.subset and len(r["test_correct"]) == config.subset
+        assert r["ood_accuracy"] == pytest.approx(np.mean(r["ood_correct"]))
+        assert r["accuracy"] == pytest.approx(np.mean(r["test_correct"]))  # the same rows as the test metrics
+    by = {(r["model"], r["method"]): r for r in result["rows"]}
+    soft = next(e for e in result["table"] if e["method"] == "soft")
+    assert soft["vs_labels_ood"]["mean"] == pytest.approx(
+        by["image student", "soft"]["ood_accuracy"] - by["image student", "labels"]["ood_accuracy"])
+    assert 0 <= soft["ood_agreement_mean"] <= 1
+    assert "## Out of distribution" in (tmp_path / "tiny" / "results.md").read_text(encoding="utf8")
