@@ -313,8 +313,8 @@ def merge_runs(folders: list[str | Path], name: str, out_dir: str | Path = "resu
     the runs. Each seed trains alone, with the same thread count for the same ``jobs``, so the rows are
     those one run over all the seeds gives. Writes ``<out_dir>/<name>/``."""
     results = [json.loads((Path(f) / "results.json").read_text(encoding="utf8")) for f in folders]
-    def same(r):
-        return {k: v for k, v in r["config"].items() if k not in ("name", "seeds")}, r["jobs"], r["versions"]
+    def same(r):  # the configuration as a dataclass: a field added since with its default compares equal
+        return replace(config_from_result(r), name="", seeds=(0,)), r["jobs"], r["versions"]
     if any(same(r) != same(results[0]) for r in results):
         raise ValueError(f"{[str(f) for f in folders]} differ in more than their seeds (configuration, jobs or "
                          "library versions): they are not one experiment")
