@@ -1,4 +1,4 @@
-# mmkd — two commands:  `make lab` (set up, open the course)  and  `make test` (set up, run every test).
+# mmkd — two commands:  `make lab` (set up, open the course)  and  `make check` (set up, run every test: what CI runs).
 # Setup is idempotent: it reinstalls only when requirements*.txt or pyproject.toml changed.
 SHELL  := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -14,7 +14,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup lab test test-fast notebooks data assignments clean
+.PHONY: setup lab check test test-fast test-browser test-oldest notebooks data assignments clean
 
 setup: $(STAMP)
 
@@ -33,13 +33,53 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constrai
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-# Every test: unit tests and every notebook under nbval.
+# Every test, as CI runs it: the unit tests and notebooks, then the notebooks in a real browser, then the oldest
+# versions requirements.txt allows.
+check: test test-browser test-oldest
+
+# Unit tests and every notebook under nbval.
 test: setup
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -q -p no:randomly --durations=15
 
 # Unit tests only (seconds).
 test-fast: setup
 	$(PY) -m pytest tests -q -x
+
+# The course in a real browser (tests_browser/): Playwright drives a headless Chromium through JupyterLab on a
+# throwaway copy of the notebooks; screenshots in build/screenshots/. Chromium is Debian's (installed here if
+# missing, with a font for the notebooks' Chinese names); Playwright (requirements-browser.txt) is installed by
+# this target only.
+CHROMIUM := /usr/bin/chromium
+test-browser: setup $(VENV)/.mmkd-browser-installed $(CHROMIUM)
+	$(PY) -m pytest tests_browser -q -p no:randomly --durations=5
+
+$(VENV)/.mmkd-browser-installed: requirements-browser.txt $(STAMP)
+	@$(PIP) install -r requirements-browser.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@touch $@
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "make test-browser needs Chromium at $(CHROMIUM): install Debian's chromium package (no apt-get here)."; exit 1; }
+	@test "$$(id -u)" = 0 || { echo "make test-browser needs Chromium at $(CHROMIUM): run 'sudo apt-get install -y chromium' first (installing needs root)."; exit 1; }
+	@echo "Installing Debian's chromium (apt-get)..."
+	@apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
+	@test -x $(CHROMIUM) || { echo "apt-get installed chromium but $(CHROMIUM) is missing."; exit 1; }
+
+# The lower bounds of requirements.txt are claims, tested here: a second environment with the oldest allowed
+# transformers, datasets, numpy, pillow and tensorboard (requirements-oldest.txt) runs the unit tests and notebook 00.
+OLDEST := .venv-oldest
+OLDEST_PIP := $(OLDEST)/bin/python -m pip --disable-pip-version-check -q
+# Its own feature cache: the features are computed by the oldest transformers, not read from the newest's cache.
+test-oldest: $(OLDEST)/.mmkd-installed
+	MMKD_CACHE_DIR=$(abspath $(OLDEST))/mmkd-cache $(OLDEST)/bin/python -m pytest tests notebooks/00_setup_and_tour.ipynb \
+		--nbval-lax --nbval-current-env -q -p no:randomly
+
+$(OLDEST)/.mmkd-installed: requirements.txt requirements-dev.txt requirements-nodeps.txt requirements-oldest.txt constraints.txt pyproject.toml
+	@test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
+	@echo "Installing the oldest allowed versions into $(OLDEST) (first time: a few minutes)..."
+	@$(OLDEST_PIP) install -r requirements-dev.txt -r requirements-oldest.txt -c constraints.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@$(OLDEST_PIP) install --no-deps -r requirements-nodeps.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@$(OLDEST_PIP) install --no-deps -e . 2>&1 | { grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true; }
+	@touch $@
 
 # Re-execute every notebook in place and strip volatile metadata (the one command for stored outputs).
 notebooks: setup
@@ -64,4 +104,4 @@ data: setup
 	$(PY) -m mmkd_utils.noto build
 
 clean:
-	rm -rf $(VENV) .mmkd-cache
+	rm -rf $(VENV) $(OLDEST) .mmkd-cache

@@ -134,10 +134,12 @@ def test_readme_links_only_existing_notebooks():
 
 def test_ci_and_readme_use_the_make_commands():
     ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf8")
-    assert re.search(r"^\s*make test\s*$", ci, re.M), ".ci/run must run `make test` (the README's command)"
-    text = readme()
-    for command in ("make test", "make lab"):
-        assert command in text, f"README.md does not give `{command}`"
+    assert re.search(r"^\s*make check\s*$", ci, re.M), ".ci/run must run `make check` (the README's test command)"
+    two_commands = re.search(r"```bash\n(.*?)```", readme(), flags=re.S).group(1)
+    for command in ("make lab", "make check"):
+        assert re.search(rf"^{command}\s", two_commands, re.M), f"README.md's two commands do not give `{command}`"
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf8")
+    assert re.search(r"^check: test test-browser test-oldest$", makefile, re.M), "make check must run every test target"
 
 
 def test_every_badge_and_setup_cell_address_the_one_repository():
