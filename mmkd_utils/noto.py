@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import openmoji as openmoji_build  # build() has a parameter named openmoji
 from .openmoji import STORE_PX, _png
 from .paths import repo_root
 
@@ -54,22 +55,13 @@ def coverage(emoji: str, font, single: str = "\U0001F600", unassigned: str = "\u
 
 
 def render(emoji: str, font) -> np.ndarray:
-    """One emoji on white, centred on the canvas, downsampled to (STORE_PX, STORE_PX, 3) uint8 like OpenMoji's."""
-    from PIL import Image, ImageDraw
-
-    im = Image.new("RGBA", (NOTO_CANVAS, NOTO_CANVAS), (255, 255, 255, 255))
-    ImageDraw.Draw(im).text((NOTO_CANVAS // 2, NOTO_CANVAS // 2), emoji, font=font, embedded_color=True, anchor="mm")
-    im = im.convert("RGB").resize((STORE_PX, STORE_PX), Image.Resampling.LANCZOS)
-    return np.asarray(im, dtype=np.uint8)
+    """One emoji on white, centred on the Noto canvas, downsampled to (STORE_PX, STORE_PX, 3) uint8 like OpenMoji's."""
+    return openmoji_build.render(emoji, font, canvas=NOTO_CANVAS)
 
 
 def content_hash(rows: list[dict]) -> str:
     """SHA-256 over every field and decoded pixel, in order (independent of the PNG encoder)."""
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(json.dumps([r[k] for k in (*COLUMNS, "group", "subgroup")], ensure_ascii=False).encode("utf8"))
-        h.update(np.ascontiguousarray(r["pixels"]).tobytes())
-    return h.hexdigest()
+    return openmoji_build.content_hash(rows, fields=(*COLUMNS, "group", "subgroup"))
 
 
 def build(out: str | Path | None = None, openmoji: str | Path | None = None, font_path: str | Path = NOTO_FONT) -> dict:

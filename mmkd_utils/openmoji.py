@@ -80,12 +80,13 @@ def _chinese_names() -> dict[str, str]:
     return names
 
 
-def render(emoji: str, font) -> np.ndarray:
-    """Draw one emoji on white with the colour font; returns (STORE_PX, STORE_PX, 3) uint8."""
+def render(emoji: str, font, canvas: int = RENDER_PX) -> np.ndarray:
+    """Draw one emoji centred on a white ``canvas``-px square with the colour font, downsampled; returns
+    (STORE_PX, STORE_PX, 3) uint8 (``noto.render`` draws Noto's glyphs on a larger canvas)."""
     from PIL import Image, ImageDraw
 
-    im = Image.new("RGBA", (RENDER_PX, RENDER_PX), (255, 255, 255, 255))
-    ImageDraw.Draw(im).text((RENDER_PX // 2, RENDER_PX // 2), emoji, font=font,
+    im = Image.new("RGBA", (canvas, canvas), (255, 255, 255, 255))
+    ImageDraw.Draw(im).text((canvas // 2, canvas // 2), emoji, font=font,
                             embedded_color=True, anchor="mm")
     im = im.convert("RGB").resize((STORE_PX, STORE_PX), Image.Resampling.LANCZOS)
     return np.asarray(im, dtype=np.uint8)
@@ -111,11 +112,14 @@ def split_by_base(entries: list[EmojiEntry], seed: int = SPLIT_SEED) -> dict[str
     return assignment
 
 
-def content_hash(rows: list[dict]) -> str:
-    """SHA-256 over every field and every decoded pixel, in order: independent of file encoding."""
+HASHED_FIELDS = ("codepoints", "text", "text_zh", "group", "subgroup", "base", "split")
+
+
+def content_hash(rows: list[dict], fields: tuple[str, ...] = HASHED_FIELDS) -> str:
+    """SHA-256 over ``fields`` and every decoded pixel of each row, in order: independent of file encoding."""
     h = hashlib.sha256()
     for r in rows:
-        meta = [r[k] for k in ("codepoints", "text", "text_zh", "group", "subgroup", "base", "split")]
+        meta = [r[k] for k in fields]
         h.update(json.dumps(meta, ensure_ascii=False).encode("utf8"))
         h.update(np.ascontiguousarray(r["pixels"]).tobytes())
     return h.hexdigest()

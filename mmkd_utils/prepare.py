@@ -69,8 +69,7 @@ def prepare_data(config, dataset=None, progress: bool = False) -> PreparedData:
     ds = dataset if dataset is not None else load_dataset_for(config)
     data_mod.check_label_column(ds, config.label)
     if config.subset is not None:
-        ds = type(ds)({s: split.shuffle(seed=config.data_seed).select(range(min(config.subset, len(split))))
-                       for s, split in ds.items()})
+        ds = type(ds)({s: _subset(split, config) for s, split in ds.items()})
     modalities = data_mod.modalities(ds)
     signals = active_signals(config, modalities)  # a signal may need a modality the dataset lacks
     device = pick_device(config.device)
@@ -88,9 +87,7 @@ def prepare_data(config, dataset=None, progress: bool = False) -> PreparedData:
     if config.ood_test:  # the same emoji as the test split, drawn by another designer
         from .noto import load_noto
 
-        noto = load_noto()
-        if config.subset is not None:
-            noto = noto.shuffle(seed=config.data_seed).select(range(min(config.subset, len(noto))))
+        noto = load_noto() if config.subset is None else _subset(load_noto(), config)
         out.ood = split_tensors(noto, config, encoders, tokenizer, device, progress)
     # Raw inputs for timing the teacher end to end (encoders + head), as it would run when deployed.
     out.raw_test = raw_teacher_inputs(ds["test"].select(range(min(64, len(ds["test"])))), config, encoders)
@@ -101,6 +98,11 @@ def prepare_data(config, dataset=None, progress: bool = False) -> PreparedData:
     out.train["label"] = corrupt_labels(out.train["label"], len(class_names), config.label_fraction,
                                         config.label_noise, config.data_seed)
     return out
+
+
+def _subset(split, config):
+    """``config.subset`` rows of ``split``, drawn with ``config.data_seed`` (quick runs and tests)."""
+    return split.shuffle(seed=config.data_seed).select(range(min(config.subset, len(split))))
 
 
 def split_tensors(split, config, encoders: dict, tokenizer, device="cpu", progress: bool = False) -> TensorData:
