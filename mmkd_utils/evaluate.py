@@ -216,3 +216,18 @@ def bootstrap_interval(values: Sequence[float], groups: Sequence | None = None, 
     means = sums[draws].sum(1) / sizes[draws].sum(1)  # (B,)
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
+
+
+def nll(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Negative log-likelihood of the true class, the mean of −log softmax(z)_y over rows (nats; notebook 07):
+    a proper score, with no bins to choose, that punishes confident errors most. 0 for a certain, right model."""
+    _check_pair(logits, labels, "nll")
+    return F.cross_entropy(logits.detach().float(), labels.long()).item()
+
+
+def brier_score(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Brier score (Brier 1950; notebook 07): the mean over rows of Σ_k (p_k − [k = y])², from 0 (certain and
+    right) to 2 (certain and wrong); a proper score, with no bins to choose, bounded unlike the NLL."""
+    _check_pair(logits, labels, "brier_score")
+    probs = logits.detach().float().softmax(1)  # (N, C)
+    return ((probs - F.one_hot(labels.long(), probs.shape[1])) ** 2).sum(1).mean().item()

@@ -120,3 +120,20 @@ def test_bootstrap_interval_resamples_whole_groups():
     assert ev.bootstrap_interval([1, 1, 1, 1, 0], list("aaaab")) == (0.0, 1.0)
     with pytest.raises(ValueError, match="one group per value"):
         ev.bootstrap_interval([1.0, 2.0], ["a"])
+
+
+def test_nll_and_brier_score_by_hand():
+    # row 0: logits (0, 0) → p = (1/2, 1/2), true class 0; row 1: logits (ln 3, 0) → p = (3/4, 1/4), true class 1
+    logits, labels = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]]), torch.tensor([0, 1])
+    assert ev.nll(logits, labels) == pytest.approx((math.log(2) + math.log(4)) / 2)  # −log 1/2, −log 1/4
+    # row 0: (1/2 − 1)² + (1/2)² = 1/2; row 1: (3/4)² + (1/4 − 1)² = 9/8
+    assert ev.brier_score(logits, labels) == pytest.approx((1 / 2 + 9 / 8) / 2)
+    certain = torch.tensor([[50.0, 0.0, 0.0]])
+    assert ev.brier_score(certain, torch.tensor([0])) == pytest.approx(0.0)
+    assert ev.brier_score(certain, torch.tensor([1])) == pytest.approx(2.0)  # certain and wrong: the maximum
+    # temperature scaling lowers the validation NLL it was fitted on, never raises it
+    torch.manual_seed(0)
+    val_logits, val_labels = 4 * torch.randn(200, 5), torch.randint(0, 5, (200,))
+    assert ev.nll(val_logits / ev.fit_temperature(val_logits, val_labels), val_labels) <= ev.nll(val_logits, val_labels)
+    with pytest.raises(ValueError, match="same examples"):
+        ev.brier_score(logits, torch.tensor([0]))
