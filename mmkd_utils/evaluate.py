@@ -160,14 +160,47 @@ def summarize(values: Sequence[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Mean ± std of a − b over paired runs (same seeds), and how many stds the mean is from 0
-    (``z``; None when the std is 0, e.g. for a single seed)."""
+def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
+    """Mean ± std of a − b over paired runs (same seeds), how many stds the mean is from 0 (``z``; None when
+    the std is 0, e.g. for a single seed), and the paired t-interval ``low``–``high`` at ``level`` (None for
+    one seed). Judge it with ``verdict``."""
     if len(a) != len(b):
         raise ValueError(f"paired runs need the same seeds on both sides: {len(a)} vs {len(b)} values")
     diff = np.asarray(a) - np.asarray(b)
     mean, std = summarize(diff)
-    return {"mean": mean, "std": std, "n": len(diff), "z": mean / std if std > 0 else None}
+    out = {"mean": mean, "std": std, "n": len(diff), "z": mean / std if std > 0 else None}
+    interval = paired_interval(out, level)
+    out["low"], out["high"] = interval if interval else (None, None)
+    return out
+
+
+def paired_interval(delta: Mapping, level: float = 0.95) -> tuple[float, float] | None:
+    """The Student-t interval for the mean of a paired Δ from its ``mean``, ``std`` and ``n`` (the same as
+    ``t_interval`` over the per-seed differences; works on stored results that kept only those three);
+    None for a single seed, which has no spread."""
+    from scipy import stats
+
+    if delta["n"] < 2:
+        return None
+    half = stats.t.ppf((1 + level) / 2, delta["n"] - 1) * delta["std"] / np.sqrt(delta["n"])
+    return float(delta["mean"] - half), float(delta["mean"] + half)
+
+
+VERDICT_LEVEL = 0.95  # the course's one rule (notebook 07): a paired Δ's 95 % t-interval over seeds
+
+
+def verdict(delta: Mapping, level: float = VERDICT_LEVEL) -> str:
+    """The course's one rule for a paired difference over seeds (notebook 07 defines it; the publisher, the
+    notebooks and the tests use it): ``win`` when its 95 % paired t-interval lies above 0, ``loss`` when it
+    lies below 0, ``no clear change`` when it contains 0 or when there is a single seed (no interval).
+    ``delta`` is what ``paired_difference`` returns (``mean``, ``std``, ``n``). The interval speaks about the
+    mean over these seeds on this test split; how large a difference the split itself can show is a separate
+    question (notebooks 03 and 07: about 290 base emoji)."""
+    interval = paired_interval(delta, level)
+    if interval is None:
+        return "no clear change"
+    low, high = interval
+    return "win" if low > 0 else "loss" if high < 0 else "no clear change"
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
@@ -190,13 +223,11 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
     """Student-t interval for the mean of ``values`` (e.g. paired per-seed differences; notebook 07)."""
-    from scipy import stats
-
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         raise ValueError("a t-interval needs at least two values (seeds); one run has no spread")
-    half = stats.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return float(values.mean() - half), float(values.mean() + half)
+    mean, std = summarize(values)
+    return paired_interval({"mean": mean, "std": std, "n": len(values)}, level)
 
 
 def bootstrap_interval(values: Sequence[float], groups: Sequence | None = None, level: float = 0.95,

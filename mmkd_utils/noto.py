@@ -130,11 +130,16 @@ def load_noto(path: str | Path | None = None):
     return datasets.Dataset.from_parquet(str(file))
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mmkd_utils.noto build``: rebuild data/noto/ and the datasheet's counts line."""
     import sys
 
-    if sys.argv[1:] != ["build"]:
+    if (sys.argv[1:] if argv is None else list(argv)) != ["build"]:
         raise SystemExit("usage: python -m mmkd_utils.noto build")
     m = build()
     update_datasheet(repo_root() / "data" / "README.md", m)
     print(f"Noto test set: {m['n_rows']} of {m['n_source']} test emoji kept; dropped {m['dropped']} -> data/noto/")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,8 @@
   the command that reruns ``results/NAME``, where and how long it ran, its table and compression verdict;
 - the README's ``<!-- findings:start -->`` … ``<!-- findings:end -->`` block: one row per setting and
   student, the distilled method that did best on *validation*, its paired Δ against labels only, and a
-  verdict (``win`` / ``loss``: |Δ| > 2 std of the paired differences; otherwise ``no clear change``);
+  verdict by the course's one rule, ``evaluate.verdict`` (``win`` / ``loss``: the 95 % paired t-interval
+  over seeds excludes 0; otherwise ``no clear change``);
 - ``results/findings.png``, the same as a figure.
 
 No number is typed by hand: ``tests/test_readme.py`` checks that every block equals what this writes.
@@ -17,7 +18,9 @@ import json
 import re
 from pathlib import Path
 
-from .report import bench_markdown, command_for, compression_markdown, markdown_table, mean_std_cell, ood_markdown
+from .evaluate import paired_interval, verdict
+from .report import (bench_markdown, command_for, compression_markdown, markdown_table, mean_std_cell, ood_markdown,
+                     write_markdown)
 
 BLOCK = re.compile(r"<!-- results:([\w.-]+):start -->")
 
@@ -36,7 +39,9 @@ def readme_block(results_dir: str | Path) -> str:
                f"α = {result['config']['alpha']}.")
     if "merged_from" in result:  # python -m mmkd_utils merge: runs of the same configuration, other seeds
         runs = "; ".join(f"`{m['run']}` (seeds {', '.join(map(str, m['seeds']))})" for m in result["merged_from"])
-        caption += f" Joined from {runs} by `python -m mmkd_utils merge`: each seed trains alone, so the rows are those of the one command."
+        merge = " ".join(f"results/{m['run']}" for m in result["merged_from"])
+        caption += (f" Joined from {runs} by `python -m mmkd_utils merge {merge} --name {result['config']['name']}`: "
+                    "each seed trains alone, so the rows are those of the one command.")
     summary = compression_markdown(result["table"], result["config"]["distill_from"])
     ood = ""
     if any("ood_accuracy_mean" in e for e in result["table"]):  # --ood_test: the same models on the redrawn test emoji
@@ -63,13 +68,6 @@ def settings(results_md: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def verdict(delta: dict) -> str:
-    """``win`` or ``loss`` when |Δ| > 2 std of the paired differences over ≥ 2 seeds, else ``no clear change``."""
-    if delta["n"] > 1 and abs(delta["mean"]) > 2 * delta["std"]:
-        return "win" if delta["mean"] > 0 else "loss"
-    return "no clear change"
-
-
 def findings(results_md: str | Path = "results/README.md", results_root: str | Path = "results") -> list[dict]:
     """For every setting and student: the distilled method with the best mean validation accuracy (never
     chosen on test), its paired Δ test accuracy against labels only, the verdict, and soft KD's Δ beside it."""
@@ -91,20 +89,37 @@ def findings(results_md: str | Path = "results/README.md", results_root: str | P
     return rows
 
 
+def interval_cell(d: dict) -> str:
+    """A paired Δ's 95 % t-interval over seeds in percentage points, "[+0.9, +1.5]" ("—" for one seed)."""
+    interval = paired_interval(d)
+    return "—" if interval is None else f"[{100 * interval[0]:+.1f}, {100 * interval[1]:+.1f}]"
+
+
+def false_positive_note(rows: list[dict], level: float = 0.95) -> str:
+    """How many verdicts the findings draw on one test split, and how many wins or losses chance alone would
+    give if distillation changed nothing anywhere (each interval misses 0 with probability 1 − level)."""
+    expected = (1 - level) * len(rows)
+    return (f"{len(rows)} verdicts on one test split, each at {100 * level:.0f} %: were there no effect anywhere, "
+            f"about {expected:.1f} would still read win or loss by chance; a lone verdict is a lead until new seeds "
+            "repeat it.")
+
+
 def findings_markdown(rows: list[dict], link: str = "results/README.md") -> str:
-    """The README's findings table: each setting links to its full table."""
+    """The README's findings table: each setting links to its full table; the verdict is ``evaluate.verdict``."""
     lines = ["| setting (full table) | student | best distilled on validation | Δ test acc vs labels (pp) | "
-             "verdict | soft KD Δ (pp) |", "|---|---|---|---|---|---|"]
+             "95 % t-interval | verdict | soft KD Δ |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         d, s = r["delta"], r["soft_delta"]
         soft = mean_std_cell(s["mean"], s["std"], s["n"], signed=True) if s else "—"
         lines.append(f"| [{r['name']}]({link}#{r['anchor']}) | {r['student'].replace(' student', '')} | {r['method']} | "
-                     f"{mean_std_cell(d['mean'], d['std'], d['n'], signed=True)} | {r['verdict']} | {soft} |")
-    return "\n".join(lines)
+                     f"{mean_std_cell(d['mean'], d['std'], d['n'], signed=True)} | {interval_cell(d)} | {r['verdict']} "
+                     f"| {soft} |")
+    return "\n".join(lines) + "\n\n" + false_positive_note(rows)
 
 
 def findings_figure(rows: list[dict], path: str | Path) -> None:
-    """The findings as a figure: paired Δ ± std per setting and student, coloured by verdict (soft KD as ×)."""
+    """The findings as a figure: paired Δ with its 95 % t-interval per setting and student, coloured by the
+    verdict (soft KD's mean as ×)."""
     from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
 
     colours = {"win": "tab:green", "loss": "tab:red", "no clear change": "tab:gray"}
@@ -112,16 +127,18 @@ def findings_figure(rows: list[dict], path: str | Path) -> None:
     ax = fig.add_subplot()
     for y, r in enumerate(rows):
         d = r["delta"]
-        ax.errorbar(100 * d["mean"], y, xerr=100 * d["std"], fmt="o", color=colours[r["verdict"]], capsize=3)
+        low, high = paired_interval(d) or (d["mean"], d["mean"])
+        ax.errorbar(100 * d["mean"], y, xerr=[[100 * (d["mean"] - low)], [100 * (high - d["mean"])]], fmt="o",
+                    color=colours[r["verdict"]], capsize=3)
         if r["soft_delta"] is not None and r["method"] != "soft":
             ax.plot(100 * r["soft_delta"]["mean"], y, "x", color="black", alpha=0.6, label="soft KD" if y == 0 else None)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(rows)), [f"{r['name']} · {r['student'].replace(' student', '')} ({r['method']})" for r in rows],
                   fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("Δ test accuracy vs the same student on labels only (pp, mean ± std over seeds)")
+    ax.set_xlabel("Δ test accuracy vs the same student on labels only (pp): mean over seeds and its 95 % paired t-interval")
     ax.set_title("Where distillation helps: the distilled method best on validation\n"
-                 "green: win, red: loss, grey: no clear change (|Δ| ≤ 2 std); ×: soft KD where it is not the best",
+                 "green: win, red: loss (the interval excludes 0), grey: no clear change; ×: soft KD where it is not the best",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
@@ -171,13 +188,13 @@ def teacher_comparison(results_root: str | Path = "results", pairs=TEACHER_PAIRS
 
 
 def teacher_comparison_markdown(rows: list[dict]) -> str:
-    """The teacher comparison as a table (results/README.md)."""
+    """The teacher comparison as a table (results/README.md), judged by ``evaluate.verdict``."""
     lines = ["| student | method | runs (fusion teacher / own-modality teacher) | Δ test acc, own − fusion (pp) | "
-             "verdict | label-only rows identical |", "|---|---|---|---|---|---|"]
+             "95 % t-interval (pp) | verdict | label-only rows identical |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         d = r["delta"]
         lines.append(f"| {r['student']} | {r['method']} | `{r['fusion_run']}` / `{r['own_run']}` | "
-                     f"{mean_std_cell(d['mean'], d['std'], d['n'], signed=True)} | {r['verdict']} | "
+                     f"{mean_std_cell(d['mean'], d['std'], d['n'], signed=True)} | {interval_cell(d)} | {r['verdict']} | "
                      f"{'yes' if r['same_baseline'] else 'no: not paired'} |")
     return "\n".join(lines)
 
@@ -208,6 +225,10 @@ def publish(readme: str | Path = "README.md", results_root: str | Path = "result
     """Refresh ``results/README.md``'s tables, the README's findings block and ``results/findings.png``;
     returns the names of the results blocks refreshed."""
     results_md = Path(results_root) / "README.md"
+    for stored in sorted(Path(results_root).glob("*/results.json")):  # each table in the current format and rule
+        result = json.loads(stored.read_text(encoding="utf8"))
+        if "config" in result:  # written by experiment.run (classic/ has its own format)
+            write_markdown(result, stored.parent)
     names = refresh_blocks(results_md, results_root) + refresh_blocks(readme, results_root)
     text = replace_block(results_md.read_text(encoding="utf8"), "reproductions", reproductions_markdown(results_root))
     if "<!-- teachers:start -->" in text:

@@ -71,8 +71,15 @@ def markdown_table(table: list[dict]) -> str:
 
 
 def delta_cell(d: dict) -> str:
-    """A paired Δ as "+1.2 ± 0.3", with " **" when |mean| > 2 std over more than one seed."""
-    return mean_std_cell(d["mean"], d["std"], d["n"], signed=True) + (" **" if d["n"] > 1 and abs(d["mean"]) > 2 * d["std"] else "")
+    """A paired Δ as "+1.2 ± 0.3 [+0.9, +1.5] win": mean ± std over seeds, the 95 % paired t-interval and the
+    verdict of the course's rule (``evaluate.verdict``: the interval excludes 0); one seed: the value alone."""
+    interval = ev.paired_interval(d)
+    if interval is None:
+        return mean_std_cell(d["mean"], d["std"], d["n"], signed=True)
+    low, high = interval
+    word = ev.verdict(d)
+    return (mean_std_cell(d["mean"], d["std"], d["n"], signed=True) + f" [{100 * low:+.1f}, {100 * high:+.1f}]"
+            + (f" {word}" if word != "no clear change" else ""))
 
 
 def ood_markdown(table: list[dict]) -> str:
@@ -134,20 +141,8 @@ def write_results(result: dict, out: Path) -> None:
     """``results.json``, ``results.md`` (a header naming the data, then the table) and ``results.png``."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(result, out / "results.json")
+    write_markdown(result, out)
     cfg = result["config"]
-    one_seed = "; one seed: no spread" if len(cfg["seeds"]) == 1 else ""
-    notes = "".join(f"Note: {n}\n" for n in result.get("notes", []))
-    header = (f"# Results: `{cfg['name']}`\n\nData: {cfg.get('data', 'openmoji')}; label column: {cfg['label']}; "
-              f"label fraction {cfg['label_fraction']}; label noise {cfg['label_noise']}; students distil from the "
-              f"{cfg['distill_from']} teacher (T={cfg['T']}, α={cfg['alpha']}); seeds {cfg['seeds']}; "
-              f"{result['seconds'] / 60:.1f} min on {result['device']} ({result['torch_threads']} threads).\n"
-              "Mean ± std over seeds on the test split; Δ is the paired difference to the same student "
-              f"trained on labels only (same seeds); ** marks |Δ| > 2 std{one_seed}.\n{notes}\n")
-    ood = ""
-    if any("ood_accuracy_mean" in e for e in result["table"]):
-        ood = (f"\n## Out of distribution: the test emoji drawn by another designer (`{cfg['ood_test']}`)\n\n"
-               f"{ood_markdown(result['table'])}\n")
-    (out / "results.md").write_text(header + markdown_table(result["table"]) + "\n" + ood, encoding="utf8")
     from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
 
     from .plots import results_bars
@@ -157,6 +152,26 @@ def write_results(result: dict, out: Path) -> None:
                  title=f"{cfg['name']}: test accuracy, mean ± std over {len(cfg['seeds'])} seed(s)")
     fig.tight_layout()
     fig.savefig(out / "results.png", dpi=110)
+
+
+def write_markdown(result: dict, out: Path) -> None:
+    """``results.md`` from a result (what ``write_results`` wrote, or a stored ``results.json``): a header naming
+    the data and the rule, the table, and the out-of-distribution table where there is one."""
+    cfg = result["config"]
+    one_seed = "; one seed: no spread" if len(cfg["seeds"]) == 1 else ""
+    notes = "".join(f"Note: {n}\n" for n in result.get("notes", []))
+    header = (f"# Results: `{cfg['name']}`\n\nData: {cfg.get('data', 'openmoji')}; label column: {cfg['label']}; "
+              f"label fraction {cfg['label_fraction']}; label noise {cfg['label_noise']}; students distil from the "
+              f"{cfg['distill_from']} teacher (T={cfg['T']}, α={cfg['alpha']}); seeds {cfg['seeds']}; "
+              f"{result['seconds'] / 60:.1f} min on {result['device']} ({result['torch_threads']} threads).\n"
+              "Mean ± std over seeds on the test split; Δ is the paired difference to the same student "
+              f"trained on labels only (same seeds), with its 95 % paired t-interval over seeds in brackets and "
+              f"the verdict (win / loss) where that interval excludes 0 (the course's rule, notebook 07){one_seed}.\n{notes}\n")
+    ood = ""
+    if any("ood_accuracy_mean" in e for e in result["table"]):
+        ood = (f"\n## Out of distribution: the test emoji drawn by another designer (`{cfg['ood_test']}`)\n\n"
+               f"{ood_markdown(result['table'])}\n")
+    (out / "results.md").write_text(header + markdown_table(result["table"]) + "\n" + ood, encoding="utf8")
 
 
 def jsonable(obj):

@@ -1,6 +1,7 @@
 """Evaluation metrics, checked against values worked out by hand."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,6 +65,33 @@ def test_paired_difference_and_summary():
     assert ev.summarize([1.0]) == (1.0, 0.0)
     with pytest.raises(ValueError, match="same seeds"):
         ev.paired_difference([1.0], [1.0, 2.0])
+
+
+def test_the_verdict_rule_is_the_paired_t_interval():
+    from scipy import stats
+
+    a, b = [0.80, 0.83, 0.79, 0.84, 0.81], [0.78, 0.80, 0.79, 0.80, 0.80]
+    d = ev.paired_difference(a, b)
+    # the interval is the one a paired t-test inverts: its ends give p = 0.05 exactly
+    for end in (d["low"], d["high"]):
+        assert stats.ttest_1samp(np.subtract(a, b) - end, 0.0).pvalue == pytest.approx(0.05, abs=1e-9)
+    assert (d["low"], d["high"]) == pytest.approx(ev.t_interval(np.subtract(a, b)))
+    assert ev.verdict(d) == "win" and ev.verdict(ev.paired_difference(b, a)) == "loss"
+    # mean > 2 std yet the interval (n = 2, t = 12.7) contains 0: the rule is the interval, not "2 std"
+    two = ev.paired_difference([0.80, 0.86], [0.70, 0.70])
+    assert two["mean"] > 2 * two["std"] and ev.verdict(two) == "no clear change"
+    one = ev.paired_difference([0.9], [0.1])
+    assert one["low"] is None and ev.verdict(one) == "no clear change"  # one seed: no interval, no verdict
+    # stored results keep only mean, std and n: the rule reads them the same way
+    assert ev.verdict({k: d[k] for k in ("mean", "std", "n")}) == "win"
+
+
+def test_the_publisher_and_the_tables_use_the_one_rule():
+    from mmkd_utils import publish, report
+
+    assert publish.verdict is ev.verdict
+    d = ev.paired_difference([0.70, 0.72, 0.69, 0.71], [0.73, 0.74, 0.74, 0.72])
+    assert report.delta_cell(d).endswith(" loss") and publish.interval_cell(d).startswith("[-")
 
 
 def test_plots_have_titles_and_axis_labels():

@@ -13,7 +13,7 @@ def test_summary_table_pairs_runs_by_seed():
     assert table["soft"]["vs_labels"]["mean"] == pytest.approx((0.03 + 0.02 + 0.03) / 3)
     assert "vs_labels" not in table["labels"]
     md = markdown_table(summary_table(rows))
-    assert "| s | soft | — | 73.7 ± 0.6 |" in md and "+2.7 ± 0.6 **" in md
+    assert "| s | soft | — | 73.7 ± 0.6 |" in md and "+2.7 ± 0.6 [+1.2, +4.1] win" in md
 
 
 def test_command_for_reproduces_the_configuration():
