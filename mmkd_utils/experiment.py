@@ -4,7 +4,7 @@ Introduced in notebook 05; run from the shell with ``python -m mmkd_utils run --
 ``--data FOLDER --label COLUMN`` for your own data). The pieces live where their names say: tensors in
 ``prepare``, builders and the method table in ``recipes``, what the student learns from in ``signals``,
 tables in ``report`` and publishing in ``publish``. Results go to ``<out_dir>/<name>/``: ``results.json`` (every run,
-every seed, the config and library versions), ``results.md`` (the table) and ``results.png``.
+every seed with each test row's right/wrong, the config and library versions), ``results.md`` (the table) and ``results.png``.
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def run_seed(config: ExperimentConfig, data: PreparedData, seed: int, progress: 
                    **teacher_pipeline_cost(teachers[kind], data, timing=False)}
             rows.append({"model": f"teacher ({kind})", "role": "teacher", "method": "labels", "seed": seed,
                          "best_epoch": hist.best_epoch, "val_accuracy": hist.best_score, "train_seconds": hist.seconds,
-                         **row, **ood_metrics(teachers[kind], data)})
+                         **row, **record_test_rows(teachers[kind], data), **ood_metrics(teachers[kind], data)})
     teacher = teachers[config.distill_from]
     test_logits = cache_teacher_outputs(teacher, data.test)["teacher_logits"] if read_test else None
     ood_logits = cache_teacher_outputs(teacher, data.ood)["teacher_logits"] if read_test and data.ood is not None else None
@@ -88,6 +88,7 @@ def run_seed(config: ExperimentConfig, data: PreparedData, seed: int, progress: 
             rows.append({"model": f"{student_kind} student", "role": "student", "method": method, "seed": seed,
                          "best_epoch": hist.best_epoch, "val_accuracy": hist.best_score, "train_seconds": hist.seconds,
                          **(ev.evaluate(student, data.test, test_logits, data.class_names, timing=False) if read_test else {}),
+                         **(record_test_rows(student, data) if read_test else {}),
                          **(ood_metrics(student, data, ood_logits) if read_test else {})})
             if progress:
                 print(f"  seed {seed} {student_kind + ' student':<20} {method:<8} val acc {hist.best_score:.3f} "
@@ -95,17 +96,26 @@ def run_seed(config: ExperimentConfig, data: PreparedData, seed: int, progress: 
     return rows
 
 
+def record_test_rows(model, data: PreparedData) -> dict:
+    """What every run keeps of the test split beyond its summary metrics: which rows ``model`` gets right
+    (``test_correct``, 1 or 0 per row in the split's order), so that any two runs can later be compared row by
+    row and bootstrapped over the test split's base emoji (notebook 07), and two proper scores of its
+    probabilities beside the binned ECE: ``nll`` and ``brier``."""
+    logits, labels = predict(model, data.test, device="cpu"), data.test["label"]
+    return {"test_correct": (logits.argmax(1) == labels).int().tolist(), "nll": ev.nll(logits, labels),
+            "brier": ev.brier_score(logits, labels)}
+
+
 def ood_metrics(model, data: PreparedData, teacher_logits: torch.Tensor | None = None) -> dict:
     """``model`` on the out-of-distribution test set (``config.ood_test``), keys prefixed ``ood_``: accuracy,
-    macro-F1, agreement with the teacher, and which rows it gets right (and the in-domain test rows', so that
-    both can be bootstrapped over emoji). Empty without one."""
+    macro-F1, agreement with the teacher, and which rows it gets right (so that it can be bootstrapped over
+    emoji, like the in-domain ``test_correct`` of every run). Empty without one."""
     if data.ood is None:
         return {}
     logits = predict(model, data.ood, device="cpu")
     metrics = ev.classification_metrics(logits, data.ood["label"])
     row = {"ood_accuracy": metrics["accuracy"], "ood_macro_f1": metrics["macro_f1"],
-           "ood_correct": (logits.argmax(1) == data.ood["label"]).int().tolist(),
-           "test_correct": (predict(model, data.test, device="cpu").argmax(1) == data.test["label"]).int().tolist()}
+           "ood_correct": (logits.argmax(1) == data.ood["label"]).int().tolist()}
     if teacher_logits is not None:
         row["ood_agreement"] = ev.agreement_with_teacher(logits, teacher_logits)["agreement"]
     return row

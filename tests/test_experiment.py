@@ -173,3 +173,21 @@ def test_merged_runs_equal_one_run_over_all_seeds(tmp_path):
     run(get_config("tiny", name="other", seeds=(2,), **{**base, "T": 2.0}), progress=False)
     with pytest.raises(ValueError, match="differ in more than their seeds"):
         merge_runs([tmp_path / "s0", tmp_path / "other"], "bad", tmp_path)
+
+
+def test_every_run_keeps_each_test_rows_right_or_wrong():
+    """Not only --ood_test runs: any two runs can be compared row by row and bootstrapped over emoji (notebook 07)."""
+    import numpy as np
+
+    from mmkd_utils.experiment import run_seed
+    from mmkd_utils.prepare import prepare_data
+
+    config = get_config("tiny", students=("text",), methods=("labels", "soft"))
+    assert config.ood_test is None
+    data = prepare_data(config)
+    rows = run_seed(config, data, seed=0)
+    assert {r["model"] for r in rows} == {"teacher (fusion)", "teacher (text)", "teacher (image)", "text student"}
+    for r in rows:
+        assert len(r["test_correct"]) == len(data.test["label"]) and set(r["test_correct"]) <= {0, 1}
+        assert r["accuracy"] == pytest.approx(np.mean(r["test_correct"]))  # the rows of the test metrics
+        assert r["nll"] > 0 and 0 <= r["brier"] <= 2
