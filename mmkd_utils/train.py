@@ -8,10 +8,11 @@ A teacher that must see the *same* random view as the student is run online inst
 
 ``train_epoch`` is one pass over the data, written so that a learner can read it; ``fit`` loops over it
 and adds what a practitioner needs: seeded shuffling (``epoch_generator``: a fresh generator per epoch,
-so a resumed run repeats exactly), mixed precision on GPU, gradient clipping, a one-cycle or cosine
-schedule (``make_scheduler``), early stopping on a validation metric with the best weights restored, a
-NaN/inf guard naming the step and the loss term, per-epoch history, checkpoints you can resume from, and
-TensorBoard curves (``TrainConfig(log_dir=...)``, notebook 10).
+so a resumed run repeats exactly), on a GPU the training data copied to it once and mixed precision
+(``amp_settings``), gradient clipping, a one-cycle or cosine schedule (``make_scheduler``), early stopping
+on a validation metric with the best weights restored, a NaN/inf guard naming the step and the loss term,
+per-epoch history, checkpoints you can resume from, and TensorBoard curves (``TrainConfig(log_dir=...)``,
+notebook 10).
 A hand-written loop over ``batches`` with the same seed gives bit-identical weights (notebook 05 shows it).
 """
 from __future__ import annotations
@@ -50,18 +51,25 @@ def batches(data: Mapping[str, torch.Tensor], batch_size: int, shuffle: bool = F
             generator: torch.Generator | None = None, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
     """Yield dict batches from a ``TensorData`` dict (fast: slicing, no per-example Python).
 
+    Each batch is gathered where the tensors live: ``fit`` puts the training tensors on the GPU once, so
+    its batches are indexed there and no batch is copied from host memory.
+
     With ``world_size`` > 1 (distributed data parallel), every rank draws the same permutation and
     keeps every ``world_size``-th row of each global batch: the ranks together see exactly the
     batches a single process would.
     """
     n = check_data(data)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)  # on the CPU, wherever the data is
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
         if world_size > 1 and len(idx) < world_size:
             break  # a last batch too small to give every rank a row is dropped, so all ranks take the same steps
         idx = idx[rank::world_size]
-        yield {k: v[idx] for k, v in data.items()}
+        on_device = {torch.device("cpu"): idx}  # the batch's index, copied once to each device the data lives on
+        for v in data.values():
+            if v.device not in on_device:
+                on_device[v.device] = idx.to(v.device)
+        yield {k: v[on_device[v.device]] for k, v in data.items()}
 
 
 def distributed_context() -> tuple[int, int]:
@@ -133,12 +141,15 @@ class TrainConfig:
 
 @dataclass
 class History:
-    """Per-epoch records, the best epoch, and the time spent."""
+    """Per-epoch records, the best epoch, and the time spent: ``seconds`` in all, ``epoch_seconds`` in each
+    epoch's training pass (without its validation), so that a first epoch that pays for ``torch.compile``
+    or a GPU's warm-up can be reported apart from the steady state (notebook 10)."""
 
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_score: float = float("nan")
     seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)
 
     def column(self, key: str) -> list[float]:
         return [e[key] for e in self.epochs if key in e]
@@ -165,11 +176,26 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     return None
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` computes in bf16 in hardware: compute capability ≥ (8, 0) (Ampere and
+    later: A100, RTX 30xx, L4, H100), or any ROCm GPU.
+
+    Not ``torch.cuda.is_bf16_supported()``: it counts bf16 that the GPU only *emulates*, and so says yes on
+    a Colab T4 (compute capability 7.5), where bf16 is slow and fp16 with a GradScaler is the right path.
+    Its ``including_emulation=False`` argument is newer than some torch versions the course supports; the
+    compute capability answers the same question on every version."""
+    if device.type != "cuda":
+        return False
+    if torch.version.hip:  # ROCm GPUs compute bf16 natively
+        return True
+    return tuple(torch.cuda.get_device_capability(device)) >= (8, 0)
+
+
 def amp_settings(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype]:
-    """Whether mixed precision is on (CUDA only) and its dtype: bf16 where supported, else fp16 (which needs
-    a GradScaler)."""
+    """Whether mixed precision is on (CUDA only) and its dtype: bf16 where the GPU computes it natively
+    (``bf16_native``), else fp16 (which needs a GradScaler)."""
     enabled = config.amp and device.type == "cuda"
-    return enabled, torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
+    return enabled, torch.bfloat16 if enabled and bf16_native(device) else torch.float16
 
 
 def make_optimizer(model: nn.Module, objective: Objective, config: TrainConfig) -> torch.optim.Optimizer:
@@ -304,6 +330,9 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
     - ``checkpoint_dir``: the training state is saved there after every epoch (safetensors + JSON,
       atomic); with ``resume=True`` training continues from it and ends exactly as an uninterrupted run.
     - ``config.log_dir``: TensorBoard logs, one point per epoch (``log_epoch``), written by rank 0 only.
+    - On a GPU the training tensors are copied to it once and batches are indexed there; mixed precision is
+      bf16 or fp16 (``amp_settings``); ``config.compile`` compiles ``TrainStep`` (the forward pass and, through
+      autograd, its backward), while the loss terms, clipping and the optimiser step stay eager.
     Returns the ``History``: per-epoch train terms, validation loss and accuracy, the learning rate.
     """
     from .checkpoint import load_training_state, save_training_state
@@ -336,8 +365,11 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
         start_epoch, saved, best_state = load_training_state(ckpt, model, optimizer, scheduler, objective, device)
         history = History(**saved)
     rank, world_size = distributed_context()
-    if device.type == "cuda":  # page-locked host memory: batches copy to the GPU asynchronously
-        train = {k: v.pin_memory() for k, v in train.items()}
+    # The training tensors go to the device once, and every batch is indexed there: no copy per step. (Pinning
+    # the host tensors instead does nothing here: indexing a pinned tensor with an index tensor returns a new,
+    # unpinned one.) The course's data is small; data larger than the GPU's memory needs a DataLoader with
+    # pin_memory=True, which pins each batch after gathering it.
+    train = to_device(train, device, non_blocking=False)
     step_module: nn.Module = TrainStep(model, objective.feature_loss if objective.feature_weight > 0 else None)
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -356,8 +388,10 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
     writer = summary_writer(config.log_dir, start_epoch) if config.log_dir is not None and rank == 0 else None
     with writer or contextlib.nullcontext():  # the writer is closed however the loop ends
         for epoch in epochs:
+            epoch_start = time.perf_counter()
             terms = train_epoch(model, train, objective, optimizer, config, epoch, scheduler=scheduler, augment=augment,
                                 teacher=teacher, step_module=step_module, scaler=scaler)
+            history.epoch_seconds.append(time.perf_counter() - epoch_start)  # train_epoch's .item() waits for the GPU
             record = {"epoch": epoch, **terms, "lr": optimizer.param_groups[0]["lr"]}
             if val is not None:
                 record["val_loss"], record["val_acc"] = evaluate_loss_acc(model, val, device)

@@ -316,3 +316,72 @@ def test_compile_runs_the_compiled_step_through_fit(monkeypatch):
     (h_plain, w_plain), (h_compiled, w_compiled) = runs
     assert [e["val_acc"] for e in h_compiled.epochs] == [e["val_acc"] for e in h_plain.epochs]
     assert all(torch.allclose(w_plain[k], w_compiled[k], atol=1e-6) for k in w_plain)
+
+
+def test_fit_puts_the_training_tensors_on_the_device_once_and_batches_index_them_there(monkeypatch):
+    """On a GPU, fit copies the training tensors to the device before the first epoch, so that every batch is
+    gathered there and none is copied from host memory. (fit once page-locked the host tensors instead, which
+    did nothing: indexing a pinned tensor with an index tensor returns a new, unpinned tensor, and the
+    per-batch copy stayed synchronous.) No GPU here: the 'meta' device, which holds shapes but no values,
+    stands in for one, and train_epoch is replaced by a spy that records what it is given."""
+    import mmkd_utils.env
+    import mmkd_utils.train as train_module
+
+    accelerator = torch.device("meta")
+    monkeypatch.setattr(mmkd_utils.env, "pick_device", lambda prefer=None: accelerator)
+    seen = []
+
+    def spy(model, train, objective, optimizer, config, epoch, **kwargs):
+        seen.append((train, list(batches(train, config.batch_size, shuffle=True, generator=torch.Generator()))))
+        return {"train_total": 0.0}
+
+    monkeypatch.setattr(train_module, "train_epoch", spy)
+    data = blobs()
+    fit(model(), data, config=TrainConfig(epochs=2, batch_size=64))
+    assert len(seen) == 2
+    first_train = seen[0][0]
+    assert all(v.device == accelerator for v in first_train.values())  # copied once, before the first epoch
+    assert all(train is first_train for train, _ in seen)  # and not again in later epochs
+    for _, epoch_batches in seen:  # every batch gathered on the device, with the rows batches() chose
+        assert [b["x"].shape[0] for b in epoch_batches] == [64, 64, 64, 48]
+        assert all(v.device == accelerator for b in epoch_batches for v in b.values())
+    assert all(v.device.type == "cpu" for v in data.values())  # the caller's data is left where it was
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((6, 0), torch.float16),
+                                               ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_mixed_precision_is_bf16_only_where_the_gpu_computes_it(monkeypatch, capability, dtype):
+    """bf16 on compute capability ≥ 8.0 (A100, L4, H100), fp16 with a GradScaler below (a Colab T4 is 7.5).
+    torch.cuda.is_bf16_supported() says yes on a T4 too (it counts emulated bf16): mocked here as it answers
+    there, so a choice that trusts it fails on (7, 5). No GPU needed: the device queries are mocked."""
+    from mmkd_utils.train import amp_settings
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation or capability >= (8, 0))
+    cuda = torch.device("cuda")
+    assert amp_settings(TrainConfig(), cuda) == (True, dtype)
+    assert amp_settings(TrainConfig(amp=False), cuda)[0] is False  # amp off: no autocast, no scaler
+    assert amp_settings(TrainConfig(), torch.device("cpu"))[0] is False  # CUDA only
+
+
+def test_bf16_is_native_on_rocm_and_never_off_cuda(monkeypatch):
+    from mmkd_utils.train import bf16_native
+
+    monkeypatch.setattr(torch.version, "hip", "6.2")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # MI200s report gfx90a as 9.0
+    assert bf16_native(torch.device("cuda"))
+    assert not bf16_native(torch.device("cpu")) and not bf16_native(torch.device("mps"))
+
+
+def test_history_times_each_epoch_apart(tmp_path):
+    """History.epoch_seconds: one entry per epoch's training pass, so that a first epoch that compiles can be
+    reported apart from the others (notebook 10); the checkpoint keeps them for a resumed run."""
+    config = TrainConfig(epochs=3, lr=1e-2, batch_size=32)
+    torch.manual_seed(0)
+    hist = fit(model(), blobs(), blobs(seed=1), config=config, checkpoint_dir=tmp_path)
+    assert len(hist.epoch_seconds) == len(hist.epochs) == 3
+    assert all(s > 0 for s in hist.epoch_seconds) and sum(hist.epoch_seconds) <= hist.seconds
+    resumed = fit(model(), blobs(), blobs(seed=1), config=config, checkpoint_dir=tmp_path, resume=True)  # nothing left
+    assert resumed.epoch_seconds == hist.epoch_seconds
