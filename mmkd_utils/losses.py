@@ -226,7 +226,12 @@ def distillation_objective(task_loss: Tensor, distill_loss: Tensor, alpha: float
 
 class FitNetHint(nn.Module):
     """FitNets hint loss (Romero et al. 2015): a learned linear adapter maps student features to the
-    teacher's width, then MSE (``kind="mse"``) or cosine distance (``kind="cosine"``) to the teacher.
+    teacher's width, then MSE (``kind="mse"``: ``‖A s + b − t‖²`` averaged over every element, i.e. divided by
+    batch × teacher width) or cosine distance (``kind="cosine"``) to the teacher.
+
+    The paper regresses a *middle* layer of the student onto a middle layer of the teacher and trains in two
+    stages (hint first, then the whole student with distillation); used on penultimate features and trained
+    jointly with the label loss, as the course does, it is a variant of FitNets.
 
     Introduced in notebook 06 (feature distillation). Accepts ``(B, D)`` vectors or ``(B, C, H, W)``
     feature maps; for maps the adapter is a 1×1 convolution (the same weights applied at every position)
@@ -267,7 +272,7 @@ class FitNetHint(nn.Module):
 
 
 class ContrastiveHint(nn.Module):
-    """Contrastive feature loss: CRD (Tian et al. 2020) simplified to InfoNCE with in-batch negatives.
+    """Contrastive feature loss: CRD (Tian, Krishnan & Isola 2020) simplified to InfoNCE with in-batch negatives.
 
     Introduced in notebook 06 (feature distillation). Learned linear heads project ``(B, D)`` features to
     ``proj_dim`` and L2-normalise; student row ``i`` must pick teacher row ``i`` among the batch's teacher rows
@@ -350,9 +355,11 @@ def pkt_loss(student_feat: Tensor, teacher_feat: Tensor, eps: float = 1e-7) -> T
     Introduced in notebook 06 (feature distillation). Each example's similarities to the batch, mapped to
     ``[0, 1]`` and normalised, form a distribution; the loss is ``KL(teacher ‖ student)`` per example,
     summed over the batch entries and averaged over examples (the authors' code averages over all
-    ``B²`` entries, i.e. divides this by ``B``). Feature dims may differ. Scaling either set changes it only
-    by rounding (for rows of norm ≥ ``eps``): ``p``, ``q`` come from unit vectors, so the ``eps`` in
-    ``log((p + eps)/(q + eps))`` (finite where a cosine is −1) shifts the value equally at every scale.
+    ``B²`` entries, i.e. divides this by ``B``). Like the authors' code, the sums over the batch include each
+    example's similarity to itself; the paper's formula leaves it out. Feature dims may differ. Scaling either
+    set changes it only by rounding (for rows of norm ≥ ``eps``): ``p``, ``q`` come from unit vectors, so the
+    ``eps`` in ``log((p + eps)/(q + eps))`` (finite where a cosine is −1) shifts the value equally at every
+    scale.
     """
     _check_features(student_feat, teacher_feat, min_batch=2)
     q = _cosine_kernel_probabilities(student_feat, eps)

@@ -342,6 +342,27 @@ def test_fitnet_hint_identity_adapter_is_plain_mse_and_zero_at_the_teacher():
     assert cosine(student, 2.0 * student).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_fitnet_hint_mse_is_the_element_mean_and_a_learned_adapter_absorbs_a_rotation():
+    # notebook 06 writes the hint as ‖A s + b − t‖² / (B · D_t) and lets exercise 2 rotate the teacher's axes
+    generator = torch.Generator().manual_seed(0)
+    hint = FitNetHint(3, 5).double()
+    with torch.no_grad():  # a fixed adapter, drawn from the test's own generator
+        hint.adapter.weight.copy_(torch.randn(5, 3, generator=generator, dtype=torch.float64))
+        hint.adapter.bias.copy_(torch.randn(5, generator=generator, dtype=torch.float64))
+    student = torch.randn(4, 3, generator=generator, dtype=torch.float64)
+    teacher = torch.randn(4, 5, generator=generator, dtype=torch.float64)
+    weight, bias = hint.adapter.weight.detach(), hint.adapter.bias.detach()  # (5, 3), (5,)
+    by_hand = (student @ weight.T + bias - teacher).pow(2).sum() / (4 * 5)
+    torch.testing.assert_close(hint(student, teacher).detach(), by_hand)
+    Q, _ = torch.linalg.qr(torch.randn(5, 5, generator=generator, dtype=torch.float64))  # orthogonal
+    assert abs(hint(student, teacher @ Q).item() - by_hand.item()) > 1e-3  # a fixed adapter sees the rotation
+    rotated = FitNetHint(3, 5).double()
+    with torch.no_grad():
+        rotated.adapter.weight.copy_(Q.T @ weight)
+        rotated.adapter.bias.copy_(bias @ Q)
+    torch.testing.assert_close(rotated(student, teacher @ Q).detach(), by_hand)  # a learned one can undo it
+
+
 def test_contrastive_hint_identity_heads_by_hand():
     hint = ContrastiveHint(2, 2, proj_dim=2, temperature=0.5)
     with torch.no_grad():
