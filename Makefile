@@ -14,7 +14,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup lab check test test-fast test-browser test-oldest notebooks data assignments clean
+.PHONY: setup lab check test test-fast test-browser test-oldest notebooks data assignments clean site serve-site test-site
 
 setup: $(STAMP)
 
@@ -50,7 +50,7 @@ test-fast: setup
 # missing, with a font for the notebooks' Chinese names); Playwright (requirements-browser.txt) is installed by
 # this target only.
 CHROMIUM := /usr/bin/chromium
-test-browser: setup $(VENV)/.mmkd-browser-installed $(CHROMIUM)
+test-browser: setup $(VENV)/.mmkd-browser-installed $(CHROMIUM) site
 	$(PY) -m pytest tests_browser -q -p no:randomly --durations=5
 
 $(VENV)/.mmkd-browser-installed: requirements-browser.txt $(STAMP)
@@ -63,6 +63,25 @@ $(CHROMIUM):
 	@echo "Installing Debian's chromium (apt-get)..."
 	@apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
 	@test -x $(CHROMIUM) || { echo "apt-get installed chromium but $(CHROMIUM) is missing."; exit 1; }
+
+# The course as a website (docs/): build/site/ from the notebooks' stored outputs (nothing is executed), by Sphinx
+# with MyST-NB and the book theme, warnings as errors; MathJax and everything else served from the site itself.
+# Its requirements (requirements-site.txt) are installed by this target only. Open build/site/index.html, or
+# `make serve-site`. The browser tests (tests_browser/test_site.py) run in make test-browser, or alone: make test-site.
+site: setup $(VENV)/.mmkd-site-installed
+	$(PY) docs/build.py
+
+$(VENV)/.mmkd-site-installed: requirements-site.txt constraints.txt $(STAMP)
+	@$(PIP) install -r requirements-site.txt -c constraints.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@touch $@
+
+SITE_PORT ?= 8000
+serve-site: site
+	@echo "The course's website: http://127.0.0.1:$(SITE_PORT)/ (Ctrl-C stops it)"
+	$(PY) -m http.server $(SITE_PORT) --bind 127.0.0.1 --directory build/site
+
+test-site: site $(VENV)/.mmkd-browser-installed $(CHROMIUM)
+	$(PY) -m pytest tests_browser/test_site.py -q -p no:randomly --durations=5
 
 # The lower bounds of requirements.txt are claims, tested here: a second environment with the oldest allowed
 # transformers, datasets, numpy, pillow and tensorboard (requirements-oldest.txt) runs the unit tests and notebook 00.
