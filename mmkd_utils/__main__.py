@@ -176,37 +176,45 @@ def _command(args: argparse.Namespace) -> None:
 
         print("refreshed:", ", ".join(publish(args.readme, args.results)) or "no results blocks")
     elif args.command == "run":
-        from .experiment import run
-        from .report import markdown_table
-
         config = config_from_args(args)
         rank = _init_distributed(config)
-        if args.jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise SystemExit("--jobs > 1 cannot be combined with torchrun: use one or the other")
-        if config.log_dir and (args.tune_fusion or args.tune_T or args.tune_alpha):
-            raise ValueError("--log_dir logs the fits of one run, and tuning would log every candidate into the same "
-                             "folders: drop --log_dir, or run the chosen setting with it")
-        if args.tune_fusion:
-            from .experiment import select_fusion
+        try:
+            _run(args, config, rank)
+        finally:  # under torchrun: leave the process group, whether the run ended or failed
+            _close_distributed()
 
-            result = select_fusion(config, args.tune_fusion)
-            for e in result["grid"]:
-                print(f"fusion {e['fusion']}: teacher val acc {100 * e['val_accuracy_mean']:.1f} ± {100 * e['val_accuracy_std']:.1f}")
-            print(f"best on validation: {result['best']}")
-            return
-        if args.tune_T or args.tune_alpha:
-            from .experiment import tune
 
-            result = tune(config, args.tune_T or (config.T,), args.tune_alpha or (config.alpha,), jobs=max(1, args.jobs))
-            for key, e in result["best"].items():
-                print(f"{key}: best on validation T={e['T']}, alpha={e['alpha']} "
-                      f"(val acc {100 * e['val_accuracy_mean']:.1f} ± {100 * e['val_accuracy_std']:.1f})")
-            return
-        result = run(config, progress=not args.quiet and rank == 0, jobs=args.jobs)
-        if rank == 0:
-            print(markdown_table(result["table"]))
-            print(f"\nwrote {config.out_dir}/{config.name}/results.json and results.md "
-                  f"({result['seconds']:.0f} s)")
+def _run(args: argparse.Namespace, config: ExperimentConfig, rank: int) -> None:
+    """``python -m mmkd_utils run``: tune, select the fusion type, or run and print the table (rank 0 only)."""
+    from .experiment import run
+    from .report import markdown_table
+
+    if args.jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit("--jobs > 1 cannot be combined with torchrun: use one or the other")
+    if config.log_dir and (args.tune_fusion or args.tune_T or args.tune_alpha):
+        raise ValueError("--log_dir logs the fits of one run, and tuning would log every candidate into the same "
+                         "folders: drop --log_dir, or run the chosen setting with it")
+    if args.tune_fusion:
+        from .experiment import select_fusion
+
+        result = select_fusion(config, args.tune_fusion)
+        for e in result["grid"]:
+            print(f"fusion {e['fusion']}: teacher val acc {100 * e['val_accuracy_mean']:.1f} ± {100 * e['val_accuracy_std']:.1f}")
+        print(f"best on validation: {result['best']}")
+        return
+    if args.tune_T or args.tune_alpha:
+        from .experiment import tune
+
+        result = tune(config, args.tune_T or (config.T,), args.tune_alpha or (config.alpha,), jobs=max(1, args.jobs))
+        for key, e in result["best"].items():
+            print(f"{key}: best on validation T={e['T']}, alpha={e['alpha']} "
+                  f"(val acc {100 * e['val_accuracy_mean']:.1f} ± {100 * e['val_accuracy_std']:.1f})")
+        return
+    result = run(config, progress=not args.quiet and rank == 0, jobs=args.jobs)
+    if rank == 0:
+        print(markdown_table(result["table"]))
+        print(f"\nwrote {config.out_dir}/{config.name}/results.json and results.md "
+              f"({result['seconds']:.0f} s)")
 
 
 def _init_distributed(config) -> int:
@@ -224,6 +232,15 @@ def _init_distributed(config) -> int:
         config.device = f"cuda:{local_rank}"
     dist.init_process_group("nccl" if use_cuda else "gloo")
     return dist.get_rank()
+
+
+def _close_distributed() -> None:
+    """The end of a torchrun script: destroy the process group if this process joined one (PyTorch warns, and
+    NCCL may hang at exit, when a script leaves it open)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -66,3 +66,30 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert result["val_acc"] == pytest.approx([e["val_acc"] for e in ref_hist.epochs], abs=1e-6)
     assert result["train_total"] == pytest.approx([e["train_total"] for e in ref_hist.epochs], rel=TOLERANCE)
     assert len(list((tmp_path / "logs").glob("events.out.tfevents.*"))) == 1  # rank 0 wrote the TensorBoard log
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_cli_leaves_the_process_group_at_the_end_of_a_torchrun_script(tmp_path, monkeypatch, fails):
+    """``python -m mmkd_utils run`` under torchrun destroys its process group when the run ends, and when it fails."""
+    from mmkd_utils import __main__ as cli
+    from mmkd_utils import experiment
+
+    def join(config):  # what _init_distributed does under torchrun, as a one-process gloo group
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        return 0
+
+    def fake_run(config, progress, jobs):
+        assert dist.is_initialized()  # the run happens inside the group
+        if fails:
+            raise RuntimeError("a run that fails")
+        return {"table": [], "seconds": 0.0}
+
+    monkeypatch.setattr(cli, "_init_distributed", join)
+    monkeypatch.setattr(experiment, "run", fake_run)
+    args = cli.build_parser().parse_args(["run", "--config", "tiny", "--quiet", "--out_dir", str(tmp_path)])
+    if fails:
+        with pytest.raises(RuntimeError, match="a run that fails"):
+            cli._command(args)
+    else:
+        cli._command(args)
+    assert not dist.is_initialized()
