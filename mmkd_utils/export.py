@@ -52,9 +52,24 @@ class TensorInputs(nn.Module):
         return self.model(dict(zip(self.keys, tensors)))
 
 
+# torch.onnx.export(dynamo=True, dynamic_shapes=...) and ONNXProgram.save(external_data=...): the torch.export-based
+# exporter, documented for torch 2.6 and newer; torch 2.4's export(dynamo=True) has no dynamic_shapes argument.
+# requirements.txt's floor for torch is this version (tests/test_export.py checks that they agree).
+MIN_TORCH = (2, 6)
+
+
+def _check_torch(version: str) -> None:
+    major, minor = (int("".join(c for c in part if c.isdigit()) or 0) for part in version.split(".")[:2])
+    if (major, minor) < MIN_TORCH:
+        raise RuntimeError(f"export_onnx needs torch>={MIN_TORCH[0]}.{MIN_TORCH[1]} (the torch.export-based ONNX "
+                           f"exporter with dynamic_shapes); this is torch {version}: pip install -U torch")
+
+
 def export_onnx(model: nn.Module, example: Mapping[str, torch.Tensor], path: str | Path) -> Path:
-    """Export ``model`` to one ONNX file with torch's default (dynamo) exporter; the batch size and the
-    number of tokens are dynamic. ``example``: a batch dict with at least 2 rows of every input column."""
+    """Export ``model`` to one ONNX file with torch's torch.export-based exporter (``dynamo=True``; torch >= 2.6);
+    the batch size and the number of tokens are dynamic. ``example``: a batch dict with at least 2 rows of every
+    input column."""
+    _check_torch(torch.__version__)
     wrapped, path = TensorInputs(model.eval().cpu()).eval(), Path(path)
     args = tuple(example[k][:2].cpu() for k in wrapped.keys)
     batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens")

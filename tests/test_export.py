@@ -168,3 +168,17 @@ def test_model_card_reports_the_results_and_the_measurements(spec):
     assert "| int8 | 0.830 | 1.15 | 0.300 |" in card
     with pytest.raises(ValueError, match="no row for 'text student'"):
         export.model_card(spec, published, live, "text student", "soft")
+
+
+def test_torch_floor_is_what_the_exporter_needs():
+    """requirements.txt's lower bound for torch is export.MIN_TORCH, and export_onnx refuses an older torch."""
+    import re
+
+    from conftest import REPO_ROOT
+
+    floor = re.search(r"^torch>=([0-9.]+)", (REPO_ROOT / "requirements.txt").read_text(encoding="utf8"), flags=re.M)
+    assert floor and tuple(int(x) for x in floor.group(1).split(".")[:2]) == export.MIN_TORCH
+    with pytest.raises(RuntimeError, match=r"needs torch>=2\.6.*this is torch 2\.4\.1"):
+        export._check_torch("2.4.1+cpu")
+    export._check_torch("2.6.0")
+    export._check_torch("2.14.1")
