@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from mmkd_utils import export
-from mmkd_utils.models import HashingTokenizer, MultimodalStudent, TextBag
+from mmkd_utils.models import HashingTokenizer, ImageCNN, MultimodalStudent, TextBag
 
 pytest.importorskip("onnxruntime")
 CONFIG = SimpleNamespace(cnn_width=4, text_buckets=64, text_dim=8, student_image_size=8)
@@ -151,23 +151,74 @@ def test_load_refuses_a_tampered_bundle(student, spec, tmp_path):
         export.load_student(folder)
 
 
-def test_model_card_reports_the_results_and_the_measurements(spec):
+def test_model_card_describes_the_shipped_file_with_its_own_accuracy(spec):
     published = {"config": {"T": 4.0, "alpha": 0.5, "distill_from": "fusion"}, "table": [
         {"model": "multimodal student", "method": "soft", "n_seeds": 5, "accuracy_mean": 0.8586,
          "accuracy_std": 0.01, "macro_f1_mean": 0.6724, "macro_f1_std": 0.02}]}
-    live = {"split_sizes": {"train": 10}, "accuracy": 0.84, "shrunk": "3 epochs",
+    live = {"ships": "float32", "file": "student.onnx", "split_sizes": {"train": 10}, "shrunk": "3 epochs",
+            "accuracy": {"validation": 0.81, "test": 0.84}, "macro_f1": 0.55,
             "per_group": {"animals": (0.9, 50), "food": (0.5, 4), "flags": (0.7, 20)},
-            "without": {"image": 0.61},
-            "formats": {"float32": {"accuracy": 0.84, "size_mb": 4.31, "latency_ms_b1": 0.2},
-                        "int8": {"accuracy": 0.83, "size_mb": 1.15, "latency_ms_b1": 0.3}}}
+            "without": {"image": 0.61}, "machine": "one thread of a test CPU",
+            "formats": {"float32": {"validation_accuracy": 0.81, "size_mb": 4.31, "cpu_ms_b1": 0.2},
+                        "int8": {"validation_accuracy": 0.80, "size_mb": 1.15, "cpu_ms_b1": 0.3}}}
     card = export.model_card(spec, published, live, "multimodal student", "soft")
-    assert card.startswith("# Model card: multimodal student (soft distillation)")
-    assert "accuracy 0.859 ± 0.010, macro-F1 0.672 ± 0.020" in card
-    assert "| food | 4 | 0.500 |" in card and "Weakest groups (live): food: 0.500" in card
+    assert card.startswith("# Model card: multimodal student (soft distillation), `student.onnx` (float32)")
+    accuracy = card.split("## Accuracy of this file")[1].split("##")[0]
+    assert "test accuracy 0.840, test macro-F1 0.550, validation accuracy 0.810" in accuracy
+    assert "0.859" not in accuracy  # the published model is another model: apart, and said so
+    assert "## The same recipe trained in full (not this file)" in card and "accuracy 0.859 ± 0.010" in card
+    assert "| food | 4 | 0.500 |" in card and "Weakest groups: food: 0.500" in card
     assert "Without its picture: accuracy 0.610" in card
-    assert "| int8 | 0.830 | 1.15 | 0.300 |" in card
+    assert "| float32 | 0.810 | 4.31 | 0.200 | yes |" in card and "| int8 | 0.800 | 1.15 | 0.300 |  |" in card
+    assert "one thread of a test CPU; not a phone" in card
     with pytest.raises(ValueError, match="no row for 'text student'"):
         export.model_card(spec, published, live, "text student", "soft")
+    with pytest.raises(ValueError, match="shipped format 'int4' is not among"):
+        export.model_card(spec, published, {**live, "ships": "int4"}, "multimodal student", "soft")
+
+
+def test_static_int8_quantises_the_convolutions_with_fixed_scales(tmp_path):
+    import onnx
+
+    torch.manual_seed(0)
+    cnn = ImageCNN(3, width=4).eval()
+    data = {"image": torch.randn(40, 3, 8, 8, generator=torch.Generator().manual_seed(3))}
+    path = export.export_onnx(cnn, data, tmp_path / "f.onnx")
+    static = export.quantize_int8_static(path, tmp_path / "s.onnx", calibration=data, rows=32, batch_size=8, rest=())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.onnx", "s.onnx"]  # no intermediate file left
+    ops = [n.op_type for n in onnx.load(str(static)).graph.node]
+    assert ops.count("Conv") == 3 and "QuantizeLinear" in ops and "DynamicQuantizeLinear" not in ops  # QDQ, static
+    session = export.onnx_session(static)
+    one_row, batched = export.onnx_logits(session, data, batch_size=1), export.onnx_logits(session, data)
+    torch.testing.assert_close(one_row, batched, atol=1e-5, rtol=0)  # fixed scales: a row scores alike in any batch
+    with torch.no_grad():
+        assert (batched - cnn(data)).abs().max().item() < 0.1  # rounded, not broken
+    dynamic = export.onnx_session(export.quantize_int8(path, tmp_path / "d.onnx"))  # scales from each call's rows
+    assert (export.onnx_logits(dynamic, data, batch_size=1) - export.onnx_logits(dynamic, data)).abs().max().item() > 1e-6
+
+
+def test_static_int8_then_dynamic_for_the_rest(student, tmp_path):
+    import onnx
+
+    data = batch(12)
+    path = export.export_onnx(student, data, tmp_path / "m.onnx")
+    mixed = export.quantize_int8_static(path, tmp_path / "q.onnx", calibration=data, rows=12, batch_size=4)
+    ops = [n.op_type for n in onnx.load(str(mixed)).graph.node]
+    assert "QuantizeLinear" in ops and "DynamicQuantizeLinear" in ops and "ConvInteger" not in ops
+    with torch.no_grad():
+        assert (export.onnx_logits(export.onnx_session(mixed), data) - student(data)).abs().max().item() < 0.1
+
+
+def test_call_times_times_sessions_and_modules_alike(student, tmp_path):
+    data = batch(4)
+    session = export.onnx_session(export.export_onnx(student, data, tmp_path / "m.onnx"))
+    threads = torch.get_num_threads()
+    times = export.call_times({"torch": student, "onnx": session}, data, batch_sizes=(1, 4), repeats=3, warmup=1)
+    assert set(times) == {"torch", "onnx"} and torch.get_num_threads() == threads
+    for row in times.values():
+        assert set(row) == {"latency_ms_b1", "cpu_ms_b1", "latency_ms_b4", "cpu_ms_b4"}
+        assert all(v > 0 for v in row.values())
+    assert export.cpu_name()
 
 
 def test_torch_floor_is_what_the_exporter_needs():
