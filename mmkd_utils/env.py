@@ -62,3 +62,25 @@ def setup(seed: int = 0, device: str | None = None, threads: int | None = None, 
         libs = ", ".join(f"{k} {v}" for k, v in versions.items())
         print(f"device: {chosen} | seed: {seed} | CPU threads: {threads}\n{libs}")
     return chosen
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` computes in bf16 in hardware: compute capability ≥ (8, 0) (Ampere and
+    later: A100, RTX 30xx, L4, H100), or any ROCm GPU.
+
+    Not ``torch.cuda.is_bf16_supported()``: it counts bf16 that the GPU only *emulates*, and so says yes on
+    a Colab T4 (compute capability 7.5), where bf16 is slow and fp16 with a GradScaler is the right path.
+    Its ``including_emulation=False`` argument is newer than some torch versions the course supports; the
+    compute capability answers the same question on every version."""
+    if device.type != "cuda":
+        return False
+    if torch.version.hip:  # ROCm GPUs compute bf16 natively
+        return True
+    return tuple(torch.cuda.get_device_capability(device)) >= (8, 0)
+
+
+def amp_settings(config, device: torch.device) -> tuple[bool, torch.dtype]:
+    """Whether mixed precision is on (``config.amp``, a ``train.TrainConfig``; CUDA only) and its dtype: bf16
+    where the GPU computes it natively (``bf16_native``), else fp16 (which needs a GradScaler)."""
+    enabled = config.amp and device.type == "cuda"
+    return enabled, torch.bfloat16 if enabled and bf16_native(device) else torch.float16

@@ -154,23 +154,6 @@ def quantize_int8_static(source: str | Path, target: str | Path, calibration: Ma
     return target
 
 
-def onnx_latency(session, data: Mapping[str, torch.Tensor], batch_sizes: Sequence[int] = (1, 64),
-                 repeats: int = 50, warmup: int = 5) -> dict:
-    """Median ms per call of an ONNX session on the first rows of ``data``, after ``warmup`` calls."""
-    keys, out = [i.name for i in session.get_inputs()], {}
-    for bs in batch_sizes:
-        feed = {k: data[k][:bs].numpy() for k in keys}
-        for _ in range(warmup):
-            session.run(None, feed)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            session.run(None, feed)
-            times.append(time.perf_counter() - start)
-        out[f"latency_ms_b{bs}"] = statistics.median(times) * 1000
-    return out
-
-
 def call_times(models: Mapping[str, object], data: Mapping[str, torch.Tensor], batch_sizes: Sequence[int] = (1, 64),
                repeats: int = 50, warmup: int = 5) -> dict[str, dict]:
     """Median time per call of each model on the first ``bs`` rows of ``data``, on one CPU thread: ``latency_ms_b<bs>``
@@ -206,6 +189,13 @@ def call_times(models: Mapping[str, object], data: Mapping[str, torch.Tensor], b
     finally:
         torch.set_num_threads(previous)
     return out
+
+
+def onnx_latency(session, data: Mapping[str, torch.Tensor], batch_sizes: Sequence[int] = (1, 64),
+                 repeats: int = 50, warmup: int = 5) -> dict:
+    """Median wall-clock ms per call of one ONNX session on the first rows of ``data`` (``call_times`` for one)."""
+    times = call_times({"session": session}, data, batch_sizes, repeats, warmup)["session"]
+    return {key: value for key, value in times.items() if key.startswith("latency_ms")}
 
 
 def cpu_name() -> str:

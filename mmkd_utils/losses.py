@@ -352,15 +352,10 @@ def _cosine_kernel_probabilities(x: Tensor, eps: float) -> Tensor:
 def pkt_loss(student_feat: Tensor, teacher_feat: Tensor, eps: float = 1e-7) -> Tensor:
     """Probabilistic knowledge transfer (Passalis & Tefas 2018) with the cosine-similarity kernel.
 
-    Introduced in notebook 06 (feature distillation). Each example's similarities to the batch, mapped to
-    ``[0, 1]`` and normalised, form a distribution; the loss is ``KL(teacher ‖ student)`` per example,
-    summed over the batch entries and averaged over examples (the authors' code averages over all
-    ``B²`` entries, i.e. divides this by ``B``). Like the authors' code, the sums over the batch include each
-    example's similarity to itself; the paper's formula leaves it out. Feature dims may differ. Scaling either
-    set changes it only by rounding (for rows of norm ≥ ``eps``): ``p``, ``q`` come from unit vectors, so the
-    ``eps`` in ``log((p + eps)/(q + eps))`` (finite where a cosine is −1) shifts the value equally at every
-    scale.
-    """
+    In notebook 06. Each example's similarities to the batch, mapped to ``[0, 1]`` and normalised, form a
+    distribution; the loss is ``KL(teacher ‖ student)`` per example, summed over the batch and averaged over
+    examples (the authors' code averages over all ``B²`` entries: this divided by ``B``); like their code, the
+    sums include each example's similarity to itself (the paper's formula does not). Dims may differ."""
     _check_features(student_feat, teacher_feat, min_batch=2)
     q = _cosine_kernel_probabilities(student_feat, eps)
     p = _cosine_kernel_probabilities(teacher_feat, eps)

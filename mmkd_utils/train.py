@@ -11,8 +11,7 @@ and adds what a practitioner needs: seeded shuffling (``epoch_generator``: a fre
 so a resumed run repeats exactly), on a GPU the training data copied to it once and mixed precision
 (``amp_settings``), gradient clipping, a one-cycle or cosine schedule (``make_scheduler``), early stopping
 on a validation metric with the best weights restored, a NaN/inf guard naming the step and the loss term,
-per-epoch history, checkpoints you can resume from, and TensorBoard curves (``TrainConfig(log_dir=...)``,
-notebook 10).
+per-epoch history, checkpoints you can resume from, and TensorBoard curves (``TrainConfig(log_dir=...)``, nb. 10).
 A hand-written loop over ``batches`` with the same seed gives bit-identical weights (notebook 05 shows it).
 """
 from __future__ import annotations
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .env import amp_settings, bf16_native  # noqa: F401  precision is chosen beside the device (env)
 from .objective import Objective
 
 TensorData = dict  # dict[str, torch.Tensor], every tensor with the same first dimension
@@ -174,28 +174,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return None
-
-
-def bf16_native(device: torch.device) -> bool:
-    """Whether the CUDA ``device`` computes in bf16 in hardware: compute capability ≥ (8, 0) (Ampere and
-    later: A100, RTX 30xx, L4, H100), or any ROCm GPU.
-
-    Not ``torch.cuda.is_bf16_supported()``: it counts bf16 that the GPU only *emulates*, and so says yes on
-    a Colab T4 (compute capability 7.5), where bf16 is slow and fp16 with a GradScaler is the right path.
-    Its ``including_emulation=False`` argument is newer than some torch versions the course supports; the
-    compute capability answers the same question on every version."""
-    if device.type != "cuda":
-        return False
-    if torch.version.hip:  # ROCm GPUs compute bf16 natively
-        return True
-    return tuple(torch.cuda.get_device_capability(device)) >= (8, 0)
-
-
-def amp_settings(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype]:
-    """Whether mixed precision is on (CUDA only) and its dtype: bf16 where the GPU computes it natively
-    (``bf16_native``), else fp16 (which needs a GradScaler)."""
-    enabled = config.amp and device.type == "cuda"
-    return enabled, torch.bfloat16 if enabled and bf16_native(device) else torch.float16
 
 
 def make_optimizer(model: nn.Module, objective: Objective, config: TrainConfig) -> torch.optim.Optimizer:
@@ -365,10 +343,8 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
         start_epoch, saved, best_state = load_training_state(ckpt, model, optimizer, scheduler, objective, device)
         history = History(**saved)
     rank, world_size = distributed_context()
-    # The training tensors go to the device once, and every batch is indexed there: no copy per step. (Pinning
-    # the host tensors instead does nothing here: indexing a pinned tensor with an index tensor returns a new,
-    # unpinned one.) The course's data is small; data larger than the GPU's memory needs a DataLoader with
-    # pin_memory=True, which pins each batch after gathering it.
+    # The training tensors go to the device once and every batch is indexed there (pinning the host tensors does
+    # nothing: fancy indexing returns unpinned memory). Data larger than the GPU needs DataLoader(pin_memory=True).
     train = to_device(train, device, non_blocking=False)
     step_module: nn.Module = TrainStep(model, objective.feature_loss if objective.feature_weight > 0 else None)
     if world_size > 1:
