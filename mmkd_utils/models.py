@@ -4,8 +4,9 @@ Every model takes a *batch dict* and reads only the keys it needs (its ``inputs`
 a student can see different modalities, tokenizers or image sizes from the same batch:
 
 - ``FusionClassifier``: a teacher over any set of modalities (features of frozen pretrained encoders,
-  or the encoders themselves), fused by concatenation, a learned gate, or attention over modality
-  tokens. A modality can be dropped at test time (``drop=``) to measure robustness.
+  or the encoders themselves), fused at the feature level (intermediate fusion) by concatenation, a
+  softmax weighting of the modalities, or attention over modality tokens. A modality can be dropped
+  at test time (``drop=``) to measure robustness.
 - ``ImageCNN``: a tiny image student on raw pixels.
 - ``TextBag``: a tiny text student: hashed word and character-trigram embeddings, averaged.
 - ``MultimodalStudent``: both tiny branches, fused by concatenation.
@@ -45,16 +46,35 @@ def _check_drop(drop, inputs: Sequence[str]) -> None:
 
 # ------------------------------------------------------------------------------------ teacher
 class FusionClassifier(nn.Module):
-    """Late fusion over any set of modalities.
+    """Feature-level fusion over any set of modalities.
+
+    Each modality's features are projected, the projections are fused into one vector, and one head
+    classifies that vector: the modalities meet as features, before any decision. Baltrušaitis et al.
+    (2019) call fusing extracted features *early* (feature-based) fusion; since each modality first
+    has its own encoder and learned projection, deep-learning papers often call this *intermediate*
+    fusion. It is not *late* (decision-based) fusion, which combines per-modality decisions (e.g. the
+    averaged probabilities of one classifier per modality).
 
     ``in_dims`` maps each input key (e.g. ``"image_feat"``, ``"text_feat"``) to its feature size. Each
-    modality is projected to ``hidden`` dims, then fused:
-    - ``"concat"``: concatenate the projections;
-    - ``"gated"``: a softmax gate over modalities, computed from the projections, weights their sum;
-    - ``"attention"``: one self-attention layer over the modality tokens, then mean pooling.
+    modality is projected to ``hidden`` dims (LayerNorm, dropout, linear, GELU): ``h_m``. Then:
+    - ``"concat"``: concatenate the projections, (B, M·hidden);
+    - ``"gated"``: one scalar score per modality, ``s_m = w·h_m + b`` (the same ``w`` for every
+      modality), a softmax over the modalities present, and the weighted sum of the ``h_m``, (B, hidden).
+      ``b`` adds the same to every score, so the softmax cancels it; with two modalities the first one's
+      weight is ``sigmoid(w·(h_1 − h_2))``. This is not Arevalo et al. (2017)'s gated multimodal unit,
+      whose gate is a *vector* (one weight per hidden unit) computed from both inputs together,
+      ``z = sigmoid(W_z [x_1; x_2])``, mixing ``tanh`` projections: ``z ⊙ h_1 + (1 − z) ⊙ h_2``;
+    - ``"attention"``: the tokens ``h_m + e_m`` (a learned embedding per modality) go through one
+      ``nn.MultiheadAttention`` layer (4 heads, each with its own query, key and value projections; the
+      heads' outputs concatenated and mixed by the output projection ``W_O``; attention dropout while
+      training; padding mask on dropped modalities), then the mean over the tokens present, (B, hidden).
+      No residual connection, layer norm or feed-forward block: not a full Transformer layer.
     ``encoders`` (optional) maps an input key to a module applied first (a pretrained encoder, frozen
-    or fine-tuned); without it the inputs are precomputed features. ``modality_dropout`` drops whole
-    modalities during training, which makes the model robust to a missing modality at test time.
+    or fine-tuned); without it the inputs are precomputed features. ``modality_dropout`` (p) drops whole
+    modalities during training, which makes the model robust to a missing modality at test time: each
+    modality of each example is dropped independently with probability p, and an example that would
+    lose every modality keeps them all, so a modality is dropped with probability p·(1 − p^(M−1)) —
+    p·(1 − p) with two modalities (0.16 for p = 0.2), not p.
     """
 
     def __init__(self, in_dims: Mapping[str, int], num_classes: int, hidden: int = 256, fusion: str = "concat",
@@ -90,7 +110,8 @@ class FusionClassifier(nn.Module):
         if self.training and self.modality_dropout > 0:
             keep = (torch.rand(mask.shape, device=ref.device) >= self.modality_dropout).to(ref.dtype) * mask
             none_left = keep.sum(1) == 0
-            keep[none_left] = mask[none_left]  # never drop every modality of an example
+            keep[none_left] = mask[none_left]  # never drop every modality: such an example keeps all, so
+            # a modality's effective drop rate is p·(1 − p^(M−1)), p·(1 − p) for two modalities
             mask = keep
         h = torch.stack([projected.get(k, torch.zeros_like(ref)) for k in self.inputs], 1) * mask[..., None]  # (B, M, hidden)
         if self.fusion == "concat":

@@ -53,6 +53,46 @@ def test_modality_dropout_never_drops_every_modality():
     assert (~per_modality).any()  # and some were dropped
 
 
+@pytest.mark.parametrize("in_dims, p", [({"a": 5, "b": 7}, 0.2), ({"a": 5, "b": 7, "c": 3}, 0.5)])
+def test_modality_dropout_effective_rate_is_p_times_one_minus_p_to_the_m_minus_1(in_dims, p):
+    # each modality is dropped with probability p, but an example that would lose all of them keeps all:
+    # a modality is dropped with probability p·(1 − p^(M−1)), not p (0.16 for two modalities at p = 0.2)
+    m = FusionClassifier(in_dims, num_classes=3, hidden=8, fusion="concat", dropout=0.0, modality_dropout=p).train()
+    n, k = 20000, len(in_dims)
+    torch.manual_seed(0)
+    h = m.embed({key: torch.randn(n, d) for key, d in in_dims.items()})  # (n, M * 8)
+    dropped = (h.view(n, k, 8) == 0).all(-1).float()  # (n, M)
+    expected = p * (1 - p ** (k - 1))
+    standard_error = (expected * (1 - expected) / n) ** 0.5
+    assert (dropped.mean(0) - expected).abs().max() < 4 * standard_error
+    assert (dropped.sum(1) < k).all()
+
+
+def test_gated_fusion_is_a_softmax_over_modalities_of_one_shared_scalar_score():
+    # what "gated" computes: s_m = w·h_m + b, f = Σ softmax(s)_m h_m; for two modalities the first weight is
+    # sigmoid(w·(h_a − h_b)), so the bias cancels (zero gradient); one scalar per modality, not a GMU's gate vector
+    m = FusionClassifier({"a": 5, "b": 7}, num_classes=3, hidden=8, fusion="gated").eval()
+    x = batch()
+    h_a, h_b = m.project["a"](x["a"]), m.project["b"](x["b"])  # (6, 8) each
+    weight_a = torch.sigmoid((h_a - h_b) @ m.gate.weight.squeeze(0))[:, None]  # (6, 1)
+    assert torch.allclose(m.embed(x), weight_a * h_a + (1 - weight_a) * h_b, atol=1e-6)
+    m.embed(x).sum().backward()
+    assert m.gate.bias.grad.abs().item() < 1e-6
+
+
+def test_attention_fusion_is_multi_head_attention_with_an_output_projection_then_a_mean():
+    # per head i: softmax(Q_i K_i^T / sqrt(d_k)) V_i with Q_i = H W_Q^i etc.; heads concatenated, times W_O; mean over tokens
+    m = FusionClassifier({"a": 5, "b": 7}, num_classes=3, hidden=8, fusion="attention").eval()
+    x = batch()
+    tokens = torch.stack([m.project["a"](x["a"]), m.project["b"](x["b"])], 1) + m.modality_embedding  # (6, 2, 8)
+    attn, heads, d_k = m.attend, 4, 8 // 4
+    q, k, v = (tokens @ w.T + b for w, b in zip(attn.in_proj_weight.chunk(3), attn.in_proj_bias.chunk(3)))  # (6, 2, 8)
+    split = lambda t: t.view(6, 2, heads, d_k).transpose(1, 2)  # (6, heads, 2, d_k)
+    weights = (split(q) @ split(k).transpose(-1, -2) / d_k ** 0.5).softmax(-1)  # (6, heads, 2, 2)
+    out = (weights @ split(v)).transpose(1, 2).reshape(6, 2, 8) @ attn.out_proj.weight.T + attn.out_proj.bias
+    assert torch.allclose(m.embed(x), out.mean(1), atol=1e-5)
+
+
 def test_image_cnn_parameter_count_matches_hand_count():
     # convs 3·16·9 + 16·32·9 + 32·64·9 (no bias) + BN 2·(16+32+64) + head 64·9 + 9
     assert count_parameters(ImageCNN(9, width=16)) == 432 + 4608 + 18432 + 224 + 585
