@@ -138,6 +138,15 @@ class FusionClassifier(nn.Module):
 
 
 # ----------------------------------------------------------------------------------- students
+def conv_body(in_channels: int, width: int) -> nn.Sequential:
+    """The tiny CNN body of the image and audio students: 3 conv blocks (width w, 2w, 4w), global average pooling."""
+    def block(cin: int, cout: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    return nn.Sequential(block(in_channels, width), nn.MaxPool2d(2), block(width, 2 * width), nn.MaxPool2d(2),
+                         block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
 class ImageCNN(nn.Module):
     """A tiny CNN on raw pixels: 3 conv blocks (width w, 2w, 4w), global average pooling, a linear head.
 
@@ -148,11 +157,7 @@ class ImageCNN(nn.Module):
         super().__init__()
         self.inputs = (input_key,)
 
-        def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-        self.body = nn.Sequential(block(3, width), nn.MaxPool2d(2), block(width, 2 * width), nn.MaxPool2d(2),
-                                  block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.body = conv_body(3, width)  # (B, 3, H, W) -> (B, 4w)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * width, num_classes))
         self.out_dim = 4 * width
 
@@ -304,11 +309,7 @@ class AudioCNN(nn.Module):
         super().__init__()
         self.inputs = (input_key,)
 
-        def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-        self.body = nn.Sequential(block(1, width), nn.MaxPool2d(2), block(width, 2 * width), nn.MaxPool2d(2),
-                                  block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.body = conv_body(1, width)  # (B, 1, H, W) -> (B, 4w)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * width, num_classes))
         self.out_dim = 4 * width
 
