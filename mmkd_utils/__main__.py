@@ -39,6 +39,10 @@ HELP = {
                       "them) join the distilled text students' training set: a transfer set",
     "teacher_views": "0, or the number of cached augmented views per training image (view 0 = the original) "
                      "that image-seeing students train on, each labelled by the teacher (replaces --augment)",
+    "speech": "training voices, comma-separated (us, british-f, scottish-slow, caribbean-fast): each row spoken by "
+              "one of them adds the audio modality (students audio, teachers audio and trimodal); audio models are "
+              "also tested on every voice and the human words (notebook 11)",
+    "audio_width": "the audio student's CNN width",
     "ood_test": "noto: also evaluate every model on the test emoji drawn by another designer (data/noto; "
                 "evaluation only, never selected on)",
     "T": "distillation temperature",

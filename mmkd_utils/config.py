@@ -32,7 +32,7 @@ class ExperimentConfig:
     teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=60, lr=1e-3, weight_decay=0.05, batch_size=128, patience=15))
     # students
-    students: tuple[str, ...] = tuple(STUDENTS)
+    students: tuple[str, ...] = ("image", "text", "multimodal")  # and "audio" (with --speech)
     methods: tuple[str, ...] = ("labels", "soft", "hard", "feature")
     distill_from: str = "fusion"  # which teacher the students learn from
     student_image_size: int = 32
@@ -44,6 +44,8 @@ class ExperimentConfig:
     crossfit: int = 0  # >= 2: the teacher's outputs on each training row come from a teacher that did not train on it (K folds by base emoji)
     transfer_words: int = 0  # > 0: this many words from the text encoder's vocabulary, labelled by the teacher, join the text student's training set
     teacher_views: int = 0  # > 1: image-seeing students train on this many cached views per image, each labelled by the teacher (replaces augment)
+    speech: tuple[str, ...] = ()  # training voices (data/speech, notebook 11): each row is spoken by one of them, adding the audio modality; every audio model is also tested on every voice and the human words
+    audio_width: int = 8  # the audio student's CNN width (its input is 32 mel bands x 94 frames)
     ood_test: str | None = None  # "noto": also evaluate every model on data/noto, the test emoji in another design (never selected on)
     T: float = 4.0
     alpha: float = 0.5
@@ -85,6 +87,15 @@ class ExperimentConfig:
         if self.ood_test and self.data != "openmoji":
             raise ValueError("ood_test='noto' redraws the shipped OpenMoji test split: it needs --data openmoji "
                              f"(got {self.data!r}); drop --ood_test for your own data")
+        if self.speech:
+            from .speech import TRAIN_VOICES
+
+            bad = [v for v in self.speech if v not in TRAIN_VOICES]
+            if bad or len(set(self.speech)) != len(self.speech):
+                raise ValueError(f"speech: training voices, each once, from {TRAIN_VOICES} (the held-out voices are "
+                                 f"only ever tested on), got {self.speech}")
+            if self.data != "openmoji" or self.ood_test:
+                raise ValueError("speech voices the shipped OpenMoji names: it needs --data openmoji and no --ood_test")
         if not self.seeds:
             raise ValueError("seeds is empty: give at least one seed")
         check_temperature(self.T)

@@ -24,6 +24,7 @@ from .recipes import STUDENTS, TEACHERS, build_student, build_teacher, end_to_en
 from .regimes import labelled_only
 from .report import jsonable, summary_table, val_cell, val_summary, write_results, write_selection
 from .signals import SeedContext, active_signals, cache_teacher_outputs
+from .speech import HELD_OUT_VOICES
 from .train import distributed_context, fit, predict
 from .views import shift_augment
 
@@ -34,18 +35,25 @@ def runnable(config: ExperimentConfig, data: PreparedData) -> tuple[list[str], l
     def lacking(modalities):
         return [m for m in modalities if m not in data.modalities]
 
-    teachers = [k for k, mods in TEACHERS.items() if not lacking(mods)]
+    def hint(modality):
+        return " (the audio modality needs --speech VOICES)" if modality == "audio" else ""
+
+    # the audio teachers are only considered with --speech: without it, no run mentions them
+    kinds = {k: m for k, m in TEACHERS.items() if config.speech or "audio" not in m}
+    teachers = [k for k, mods in kinds.items() if not lacking(mods)]
     students = [s for s in config.students if not lacking(STUDENTS[s])]
-    notes = [f"skipped the {k} teacher: the dataset has no {lacking(m)[0]} column" for k, m in TEACHERS.items() if lacking(m)]
-    notes += [f"skipped the {s} student: the dataset has no {lacking(STUDENTS[s])[0]} column"
+    notes = [f"skipped the {k} teacher: the dataset has no {lacking(m)[0]} column" for k, m in kinds.items() if lacking(m)]
+    notes += [f"skipped the {s} student: the dataset has no {lacking(STUDENTS[s])[0]} column{hint(lacking(STUDENTS[s])[0])}"
               for s in config.students if lacking(STUDENTS[s])]
     if config.distill_from not in teachers:
+        missing = lacking(TEACHERS[config.distill_from])[0]
         raise ValueError(f"the students distil from the {config.distill_from} teacher, which needs "
-                         f"{lacking(TEACHERS[config.distill_from])[0]}, and the dataset has only {list(data.modalities)}: "
+                         f"{missing}, and the dataset has only {list(data.modalities)}{hint(missing)}: "
                          f"use --distill_from {teachers[0]}")
     if not students:
         raise ValueError(f"no student of {list(config.students)} can read {list(data.modalities)}: "
-                         f"use --students {','.join(s for s in STUDENTS if not lacking(STUDENTS[s]))}")
+                         f"use --students {','.join(s for s in STUDENTS if not lacking(STUDENTS[s]))}"
+                         f"{hint('audio') if 'audio' in config.students else ''}")
     return teachers, students, notes
 
 
@@ -65,7 +73,8 @@ def run_seed(config: ExperimentConfig, data: PreparedData, seed: int, progress: 
                    **teacher_pipeline_cost(teachers[kind], data, timing=False)}
             rows.append({"model": f"teacher ({kind})", "role": "teacher", "method": "labels", "seed": seed,
                          "best_epoch": hist.best_epoch, "val_accuracy": hist.best_score, "train_seconds": hist.seconds,
-                         **row, **record_test_rows(teachers[kind], data), **ood_metrics(teachers[kind], data)})
+                         **row, **record_test_rows(teachers[kind], data), **ood_metrics(teachers[kind], data),
+                         **speech_metrics(teachers[kind], data)})
     teacher = teachers[config.distill_from]
     test_logits = cache_teacher_outputs(teacher, data.test)["teacher_logits"] if read_test else None
     ood_logits = cache_teacher_outputs(teacher, data.ood)["teacher_logits"] if read_test and data.ood is not None else None
@@ -89,7 +98,8 @@ def run_seed(config: ExperimentConfig, data: PreparedData, seed: int, progress: 
                          "best_epoch": hist.best_epoch, "val_accuracy": hist.best_score, "train_seconds": hist.seconds,
                          **(ev.evaluate(student, data.test, test_logits, data.class_names, timing=False) if read_test else {}),
                          **(record_test_rows(student, data) if read_test else {}),
-                         **(ood_metrics(student, data, ood_logits) if read_test else {})})
+                         **(ood_metrics(student, data, ood_logits) if read_test else {}),
+                         **(speech_metrics(student, data) if read_test else {})})
             if progress:
                 print(f"  seed {seed} {student_kind + ' student':<20} {method:<8} val acc {hist.best_score:.3f} "
                       f"({hist.seconds:.0f} s)", flush=True)
@@ -121,8 +131,29 @@ def ood_metrics(model, data: PreparedData, teacher_logits: torch.Tensor | None =
     return row
 
 
+def speech_metrics(model, data: PreparedData) -> dict:
+    """With ``config.speech``, for a model that hears: its accuracy and right/wrong rows on the test split
+    spoken by each voice (``speech_accuracy`` / ``speech_correct``, keyed by voice, and "human" for the
+    human words where the model reads audio alone). Empty otherwise."""
+    if not data.speech_tests or not any(k.startswith("audio") for k in model.inputs):
+        return {}
+    acc, correct = {}, {}
+    for name, split in data.speech_tests.items():
+        if name == "human" and set(model.inputs) - {"audio", "audio_feat"}:
+            continue  # the human words have no picture or name of their own
+        right = predict(model, split, device="cpu").argmax(1) == split["label"]
+        acc[name], correct[name] = right.float().mean().item(), right.int().tolist()
+    acc["held-out"] = sum(acc[v] for v in HELD_OUT_VOICES) / len(HELD_OUT_VOICES)  # voices no run trains on (equal sizes)
+    return {"speech_accuracy": acc, "speech_correct": correct}
+
+
 def teacher_pipeline_cost(head, data: PreparedData, timing: bool) -> dict:
-    """Parameters, size and latency of the teacher *with* its encoders (the head alone would flatter it)."""
+    """Parameters, size and latency of the teacher *with* its encoders (the head alone would flatter it). The
+    audio teachers' Whisper encoder runs in CTranslate2, not torch: it is not counted (``uncounted``)."""
+    if "audio_feat" in head.inputs:
+        counted = [head] + [data.encoders[k] for k in head.inputs if k in data.encoders]
+        return {"params": sum(ev.count_parameters(m) for m in counted),
+                "size_mb": sum(ev.size_on_disk(m) for m in counted) / 1e6, "uncounted": "the Whisper tiny.en encoder (CTranslate2)"}
     full = end_to_end_teacher(head, data.encoders)
     cost = {"params": ev.count_parameters(full), "size_mb": ev.size_on_disk(full) / 1e6}
     if timing:

@@ -43,6 +43,7 @@ class PreparedData:
     raw_test: dict = field(default_factory=dict)  # the end-to-end teacher's inputs for the first test rows
     signals: dict[str, dict] = field(default_factory=dict)  # what each active teacher signal prepared
     ood: TensorData | None = None  # config.ood_test: the test emoji in another design (evaluation only)
+    speech_tests: dict[str, TensorData] = field(default_factory=dict)  # config.speech: test heard by each voice, and "human"
 
     @property
     def num_classes(self) -> int:
@@ -68,6 +69,7 @@ def prepare_data(config, dataset=None, progress: bool = False) -> PreparedData:
 
     ds = dataset if dataset is not None else load_dataset_for(config)
     data_mod.check_label_column(ds, config.label)
+    full = ds
     if config.subset is not None:
         ds = type(ds)({s: _subset(split, config) for s, split in ds.items()})
     modalities = data_mod.modalities(ds)
@@ -89,6 +91,8 @@ def prepare_data(config, dataset=None, progress: bool = False) -> PreparedData:
 
         noto = load_noto() if config.subset is None else _subset(load_noto(), config)
         out.ood = split_tensors(noto, config, encoders, tokenizer, device, progress)
+    if config.speech:
+        add_speech(out, config, full)
     # Raw inputs for timing the teacher end to end (encoders + head), as it would run when deployed.
     out.raw_test = raw_teacher_inputs(ds["test"].select(range(min(64, len(ds["test"])))), config, encoders)
     for name, signal in signals.items():
@@ -98,6 +102,24 @@ def prepare_data(config, dataset=None, progress: bool = False) -> PreparedData:
     out.train["label"] = corrupt_labels(out.train["label"], len(class_names), config.label_fraction,
                                         config.label_noise, config.data_seed)
     return out
+
+
+def add_speech(out: PreparedData, config, full) -> None:
+    """The audio modality (``config.speech``): each split's rows spoken by the training voices, and the test
+    split heard by every voice and the human words, as evaluation sets (``out.speech_tests``)."""
+    from .audio import human_columns, speech_columns, voice_columns
+    from .speech import VOICES
+
+    rows = {}
+    for name in ("train", "validation", "test"):
+        position = {cp: i for i, cp in enumerate(full[name]["codepoints"])}
+        rows[name] = [position[cp] for cp in out.dataset[name]["codepoints"]]
+        getattr(out, name).update(speech_columns(name, config.speech, config.data_seed, rows[name]))
+    out.modalities = (*out.modalities, "audio")
+    for voice in VOICES:
+        out.speech_tests[voice] = {**out.test, **voice_columns("test", voice, rows["test"])}
+    if config.label == "group" and config.subset is None:
+        out.speech_tests["human"] = human_columns(out.class_names, config.label)
 
 
 def _subset(split, config):

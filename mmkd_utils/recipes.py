@@ -4,7 +4,7 @@ Introduced in notebook 04 (teachers) and 05 (students and methods). Each builder
 needs from an ``ExperimentConfig`` and the sizes it needs from ``PreparedData``; nothing here runs an
 experiment (that is ``experiment.run``).
 
-- ``TEACHERS`` / ``STUDENTS``: which modalities each reads.
+- ``TEACHERS`` / ``STUDENTS``: which modalities each reads (the audio ones need ``--speech``, notebook 11).
 - ``build_teacher`` + ``train_teacher``: a fusion head on the frozen encoders' cached features.
 - ``build_student``: the tiny CNN, the hashed bag of words, or both.
 - ``METHODS``: the table of distillation methods, name → ``Objective`` (``objective_for``).
@@ -21,14 +21,16 @@ import torch
 
 from .env import seed_everything
 from .losses import FitNetHint
-from .models import FusionClassifier, ImageCNN, MultimodalStudent, TextBag
+from .models import AudioCNN, FusionClassifier, ImageCNN, MultimodalStudent, TextBag
 from .objective import Objective
 from .regimes import labelled_only
 from .train import History, TrainConfig, fit
 
-FEATURE_KEY = {"image": "image_feat", "text": "text_feat"}  # a modality → the teacher's cached feature column
-TEACHERS: dict[str, tuple[str, ...]] = {"fusion": ("image", "text"), "text": ("text",), "image": ("image",)}
-STUDENTS: dict[str, tuple[str, ...]] = {"image": ("image",), "text": ("text",), "multimodal": ("image", "text")}
+FEATURE_KEY = {"image": "image_feat", "text": "text_feat", "audio": "audio_feat"}  # a modality → the teacher's cached feature column
+TEACHERS: dict[str, tuple[str, ...]] = {"fusion": ("image", "text"), "text": ("text",), "image": ("image",),
+                                        "audio": ("audio",), "trimodal": ("image", "text", "audio")}
+STUDENTS: dict[str, tuple[str, ...]] = {"image": ("image",), "text": ("text",), "multimodal": ("image", "text"),
+                                        "audio": ("audio",)}
 TEACHER_INPUTS = {kind: tuple(FEATURE_KEY[m] for m in mods) for kind, mods in TEACHERS.items()}
 
 # name → (config, student feature size, teacher feature size) → the training objective
@@ -85,13 +87,15 @@ def train_teacher(kind: str, config, data, seed: int, train: dict | None = None)
 
 
 def build_student(kind: str, config, num_classes: int) -> torch.nn.Module:
-    """A tiny student that sees "image", "text" or both ("multimodal")."""
+    """A tiny student that sees "image", "text" or both ("multimodal"), or hears ("audio", with ``--speech``)."""
     if kind == "image":
         return ImageCNN(num_classes, config.cnn_width)
     if kind == "text":
         return TextBag(num_classes, config.text_buckets, config.text_dim)
     if kind == "multimodal":
         return MultimodalStudent(num_classes, config.cnn_width, config.text_buckets, config.text_dim)
+    if kind == "audio":
+        return AudioCNN(num_classes, config.audio_width)
     raise ValueError(f"unknown student {kind!r}; choose from {sorted(STUDENTS)}")
 
 

@@ -41,11 +41,18 @@ def summary_table(rows: list[dict], costs: dict[str, dict] | None = None) -> lis
         for key in ("latency_ms_b1", "latency_ms_b64", "throughput_b64"):
             if costs and key in costs.get(model, {}):
                 entry[key] = costs[model][key]
+        if "speech_accuracy" in runs[0]:  # --speech: per voice heard (and "held-out", "human")
+            entry["speech_accuracy"] = {v: dict(zip(("mean", "std"), ev.summarize([r["speech_accuracy"][v] for r in runs])))
+                                        for v in runs[0]["speech_accuracy"]}
         base = groups.get((model, "labels"))
         if method != "labels" and base is not None:
             base = sorted(base, key=lambda r: r["seed"])
             if [r["seed"] for r in base] == [r["seed"] for r in runs]:
                 entry["vs_labels"] = ev.paired_difference([r["accuracy"] for r in runs], [r["accuracy"] for r in base])
+                if "speech_accuracy" in runs[0]:
+                    entry["vs_labels_speech"] = {v: ev.paired_difference([r["speech_accuracy"][v] for r in runs],
+                                                                         [r["speech_accuracy"][v] for r in base])
+                                                 for v in runs[0]["speech_accuracy"]}
                 if "ood_accuracy" in runs[0]:
                     entry["vs_labels_ood"] = ev.paired_difference([r["ood_accuracy"] for r in runs],
                                                                   [r["ood_accuracy"] for r in base])
@@ -93,6 +100,22 @@ def ood_markdown(table: list[dict]) -> str:
                      f"| {delta_cell(e['vs_labels']) if 'vs_labels' in e else '—'} "
                      f"| {mean_std_cell(e['ood_accuracy_mean'], e['ood_accuracy_std'], n)} "
                      f"| {delta_cell(e['vs_labels_ood']) if 'vs_labels_ood' in e else '—'} | {agree} |")
+    return "\n".join(lines)
+
+
+def speech_markdown(table: list[dict]) -> str:
+    """The models that hear, on the test split spoken by each voice: accuracy per voice (mean ± std) and, for a
+    distilled student, its paired Δ to labels only with the interval and verdict on the held-out voices and
+    the human words."""
+    rows = [e for e in table if "speech_accuracy" in e]
+    voices = list(rows[0]["speech_accuracy"])
+    lines = ["| model | method | " + " | ".join(f"{v} (%)" for v in voices) + " | Δ held-out voices | Δ human |",
+             "|---|---|" + "---:|" * len(voices) + "---|---|"]
+    for e in rows:
+        n, d = e["n_seeds"], e.get("vs_labels_speech", {})
+        cells = [mean_std_cell(e["speech_accuracy"][v]["mean"], e["speech_accuracy"][v]["std"], n) for v in voices]
+        deltas = [delta_cell(d[v]) if v in d else "—" for v in ("held-out", "human")]
+        lines.append(f"| {e['model']} | {e['method']} | " + " | ".join(cells + deltas) + " |")
     return "\n".join(lines)
 
 
@@ -171,6 +194,10 @@ def write_markdown(result: dict, out: Path) -> None:
     if any("ood_accuracy_mean" in e for e in result["table"]):
         ood = (f"\n## Out of distribution: the test emoji drawn by another designer (`{cfg['ood_test']}`)\n\n"
                f"{ood_markdown(result['table'])}\n")
+    if any("speech_accuracy" in e for e in result["table"]):
+        ood += (f"\n## Heard by every voice: the test split spoken by each voice (trained on {', '.join(cfg['speech'])}); "
+                f"held-out: the mean of the voices no run trains on; human: the words of one real speaker\n\n"
+                f"{speech_markdown(result['table'])}\n")
     (out / "results.md").write_text(header + markdown_table(result["table"]) + "\n" + ood, encoding="utf8")
 
 

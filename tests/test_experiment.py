@@ -52,7 +52,7 @@ def test_cli_help_lists_every_option():
 
 
 def test_cli_rejects_bad_values_with_a_clear_message():
-    proc = subprocess.run([sys.executable, "-m", "mmkd_utils", "run", "--config", "tiny", "--students", "audio"],
+    proc = subprocess.run([sys.executable, "-m", "mmkd_utils", "run", "--config", "tiny", "--students", "speech"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "unknown student" in proc.stderr
 
