@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .evaluate import paired_interval, verdict
 from .report import (bench_markdown, command_for, compression_markdown, markdown_table, mean_std_cell, ood_markdown,
-                     write_markdown)
+                     speech_markdown, write_markdown)
 
 BLOCK = re.compile(r"<!-- results:([\w.-]+):start -->")
 
@@ -47,6 +47,10 @@ def readme_block(results_dir: str | Path) -> str:
     if any("ood_accuracy_mean" in e for e in result["table"]):  # --ood_test: the same models on the redrawn test emoji
         ood = (f"\n\nThe same models on the test emoji drawn by another designer (`--ood_test "
                f"{result['config']['ood_test']}`, evaluation only):\n\n{ood_markdown(result['table'])}")
+    if any("speech_accuracy" in e for e in result["table"]):  # --speech: the models that hear, voice by voice
+        ood += (f"\n\nThe models that hear, on the test split spoken by each voice (trained on "
+                f"{', '.join(result['config']['speech'])}; held-out: the mean of the three voices no run trains on; "
+                f"human: 41 words of one real speaker):\n\n{speech_markdown(result['table'])}")
     return caption + "\n\n" + markdown_table(result["table"]) + ood + (f"\n\n{summary}" if summary else "")
 
 
@@ -86,6 +90,10 @@ def findings(results_md: str | Path = "results/README.md", results_root: str | P
             if "vs_labels_ood" in best:  # the same students on the out-of-distribution test set
                 rows.append({**rows[-1], "name": f"{name}, out of distribution", "delta": best["vs_labels_ood"],
                              "verdict": verdict(best["vs_labels_ood"]), "soft_delta": soft["vs_labels_ood"] if soft else None})
+            if "vs_labels_speech" in best:  # the same students on the voices no run trains on
+                rows.append({**rows[-1], "name": f"{name}, held-out voices", "delta": best["vs_labels_speech"]["held-out"],
+                             "verdict": verdict(best["vs_labels_speech"]["held-out"]),
+                             "soft_delta": soft["vs_labels_speech"]["held-out"] if soft else None})
     return rows
 
 
@@ -105,16 +113,19 @@ def false_positive_note(rows: list[dict], level: float = 0.95) -> str:
 
 
 def findings_markdown(rows: list[dict], link: str = "results/README.md") -> str:
-    """The README's findings table: each setting links to its full table; the verdict is ``evaluate.verdict``."""
+    """The README's findings table: each setting links to its full table (a reference link per section, defined
+    once under the table, keeps the front page short); the verdict is ``evaluate.verdict``."""
+    labels = {a: f"s{i}" for i, a in enumerate(dict.fromkeys(r["anchor"] for r in rows), start=1)}
     lines = ["| setting (full table) | student | best distilled on validation | Δ test acc vs labels (pp) | "
              "95 % t-interval | verdict | soft KD Δ |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         d, s = r["delta"], r["soft_delta"]
         soft = mean_std_cell(s["mean"], s["std"], s["n"], signed=True) if s else "—"
-        lines.append(f"| [{r['name']}]({link}#{r['anchor']}) | {r['student'].replace(' student', '')} | {r['method']} | "
+        lines.append(f"| [{r['name']}][{labels[r['anchor']]}] | {r['student'].replace(' student', '')} | {r['method']} | "
                      f"{mean_std_cell(d['mean'], d['std'], d['n'], signed=True)} | {interval_cell(d)} | {r['verdict']} "
                      f"| {soft} |")
-    return "\n".join(lines) + "\n\n" + false_positive_note(rows)
+    targets = "\n".join(f"[{label}]: {link}#{anchor}" for anchor, label in labels.items())
+    return "\n".join(lines) + "\n\n" + false_positive_note(rows) + "\n\n" + targets
 
 
 def findings_figure(rows: list[dict], path: str | Path) -> None:
@@ -199,6 +210,42 @@ def teacher_comparison_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# (what is compared, (run, method) of the first arm, (run, method) of the second): robustness to unheard voices
+SPEECH_PAIRS = (("distilled on one voice − labels on four voices", ("speech-one-voice", "soft"), ("speech-four-voices", "labels")),
+                ("labels: four voices − one voice", ("speech-four-voices", "labels"), ("speech-one-voice", "labels")),
+                ("distilled: four voices − one voice", ("speech-four-voices", "soft"), ("speech-one-voice", "soft")))
+
+
+def speech_comparison(results_root: str | Path = "results", pairs=SPEECH_PAIRS) -> list[dict]:
+    """Across the speech runs (same seeds, separate runs): the audio student's paired Δ on the held-out voices
+    and on the human words, for each pair of (run, method) in ``pairs``. Two runs of one seed share nothing but
+    the seed, so these pairs are only as tight as independent runs."""
+    from .evaluate import paired_difference
+
+    out = []
+    for what, *arms in pairs:
+        acc = []
+        for run, method in arms:
+            rows = json.loads((Path(results_root) / run / "results.json").read_text(encoding="utf8"))["rows"]
+            acc.append({r["seed"]: r["speech_accuracy"] for r in rows if r["model"] == "audio student" and r["method"] == method})
+        seeds = sorted(set(acc[0]) & set(acc[1]))
+        for voices in ("held-out", "human"):
+            d = paired_difference([acc[0][s][voices] for s in seeds], [acc[1][s][voices] for s in seeds])
+            out.append({"what": what, "arms": arms, "voices": voices, "delta": d, "verdict": verdict(d)})
+    return out
+
+
+def speech_comparison_markdown(rows: list[dict]) -> str:
+    lines = ["| audio student | runs · methods | tested on | Δ acc (pp) | 95 % t-interval (pp) | verdict |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        d = r["delta"]
+        arms = " − ".join(f"`{run}` · {method}" for run, method in r["arms"])
+        lines.append(f"| {r['what']} | {arms} | {r['voices']} | {mean_std_cell(d['mean'], d['std'], d['n'], signed=True)} "
+                     f"| {interval_cell(d)} | {r['verdict']} |")
+    return "\n".join(lines)
+
+
 def replace_block(text: str, tag: str, content: str) -> str:
     """``text`` with its ``<!-- TAG:start -->`` … ``<!-- TAG:end -->`` block holding ``content`` (unchanged if absent)."""
     start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
@@ -233,6 +280,8 @@ def publish(readme: str | Path = "README.md", results_root: str | Path = "result
     text = replace_block(results_md.read_text(encoding="utf8"), "reproductions", reproductions_markdown(results_root))
     if "<!-- teachers:start -->" in text:
         text = replace_block(text, "teachers", teacher_comparison_markdown(teacher_comparison(results_root)))
+    if "<!-- speech-voices:start -->" in text:
+        text = replace_block(text, "speech-voices", speech_comparison_markdown(speech_comparison(results_root)))
     results_md.write_text(text, encoding="utf8")
     rows = findings(results_md, results_root)
     text = replace_block(Path(readme).read_text(encoding="utf8"), "findings", findings_markdown(rows))

@@ -43,7 +43,9 @@ def test_readme_is_a_front_page():
 
 
 def links(text: str) -> list[str]:
-    return [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"https?://|mailto:", t)]
+    inline = re.findall(r"\]\(([^)\s]+)\)", text)
+    defined = re.findall(r"^ {0,3}\[[^\]]+\]:[ \t]*(\S+)", text, flags=re.M)  # reference links: [label]: target
+    return [t for t in inline + defined if not re.match(r"https?://|mailto:", t)]
 
 
 def anchors(markdown_file: Path) -> set[str]:
