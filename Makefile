@@ -31,6 +31,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constrai
 	@echo "Setup done."
 
 lab: setup
+	-@$(MAKE) --no-print-directory speech-tools  # notebook 11's voices; the course opens without them
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 # Every test, as CI runs it: the unit tests and notebooks, then the notebooks in a real browser, then the oldest
