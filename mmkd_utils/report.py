@@ -108,12 +108,13 @@ def speech_markdown(table: list[dict]) -> str:
     distilled student, its paired Δ to labels only with the interval and verdict on the held-out voices and
     the human words."""
     rows = [e for e in table if "speech_accuracy" in e]
-    voices = list(rows[0]["speech_accuracy"])
+    voices = list(dict.fromkeys(v for e in rows for v in e["speech_accuracy"]))  # "human": only models that hear alone
     lines = ["| model | method | " + " | ".join(f"{v} (%)" for v in voices) + " | Δ held-out voices | Δ human |",
              "|---|---|" + "---:|" * len(voices) + "---|---|"]
     for e in rows:
         n, d = e["n_seeds"], e.get("vs_labels_speech", {})
-        cells = [mean_std_cell(e["speech_accuracy"][v]["mean"], e["speech_accuracy"][v]["std"], n) for v in voices]
+        cells = [mean_std_cell(e["speech_accuracy"][v]["mean"], e["speech_accuracy"][v]["std"], n)
+                 if v in e["speech_accuracy"] else "—" for v in voices]
         deltas = [delta_cell(d[v]) if v in d else "—" for v in ("held-out", "human")]
         lines.append(f"| {e['model']} | {e['method']} | " + " | ".join(cells + deltas) + " |")
     return "\n".join(lines)

@@ -82,3 +82,14 @@ def test_a_speech_experiment_end_to_end(tmp_path, monkeypatch):
     md = (tmp_path / "speech" / "results.md").read_text(encoding="utf8")
     assert "Heard by every voice" in md and "| audio student | soft |" in md
     assert json.loads((tmp_path / "speech" / "results.json").read_text())["config"]["speech"] == ["us", "british-f"]
+
+
+def test_the_speech_table_leaves_human_blank_for_models_that_also_see():
+    """The trimodal teacher is not tested on the human words (they have no picture): its cell is a dash."""
+    from mmkd_utils.report import speech_markdown
+
+    acc = {"mean": 0.5, "std": 0.1}
+    table = [{"model": "teacher (trimodal)", "method": "labels", "n_seeds": 2, "speech_accuracy": {"us": acc, "held-out": acc}},
+             {"model": "audio student", "method": "labels", "n_seeds": 2, "speech_accuracy": {"us": acc, "held-out": acc, "human": acc}}]
+    lines = speech_markdown(table).splitlines()
+    assert "human (%)" in lines[0] and lines[2].count("—") == 3 and lines[3].count("—") == 2
