@@ -39,6 +39,8 @@ HELP = {
                       "them) join the distilled text students' training set: a transfer set",
     "teacher_views": "0, or the number of cached augmented views per training image (view 0 = the original) "
                      "that image-seeing students train on, each labelled by the teacher (replaces --augment)",
+    "teachers": "comma-separated teachers to train and test besides the one the students distil from (default: "
+                "every teacher the data allows: fusion, text, image, and with --speech audio and trimodal)",
     "speech": "training voices, comma-separated (us, british-f, scottish-slow, caribbean-fast): each row spoken by "
               "one of them adds the audio modality (students audio, teachers audio and trimodal); audio models are "
               "also tested on every voice and the human words (notebook 11)",

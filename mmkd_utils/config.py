@@ -35,6 +35,7 @@ class ExperimentConfig:
     students: tuple[str, ...] = ("image", "text", "multimodal")  # and "audio" (with --speech)
     methods: tuple[str, ...] = ("labels", "soft", "hard", "feature")
     distill_from: str = "fusion"  # which teacher the students learn from
+    teachers: tuple[str, ...] = ()  # the teachers trained and tested besides that one (empty: every one the data allows)
     student_image_size: int = 32
     cnn_width: int = 16
     text_buckets: int = 2**14
@@ -66,6 +67,8 @@ class ExperimentConfig:
             bad = [x for x in given if x not in known]
             if bad or not given:
                 raise ValueError(f"unknown {what}(s) {bad or '(none given)'}; choose from {tuple(known)}")
+        if any(t not in TEACHERS for t in self.teachers):
+            raise ValueError(f"unknown teacher(s) {[t for t in self.teachers if t not in TEACHERS]}; choose from {tuple(TEACHERS)}")
         if self.distill_from not in TEACHERS:
             raise ValueError(f"distill_from must be one of {tuple(TEACHERS)}, got {self.distill_from!r}")
         if not isinstance(self.label, str) or not self.label:

@@ -39,7 +39,8 @@ def runnable(config: ExperimentConfig, data: PreparedData) -> tuple[list[str], l
         return " (the audio modality needs --speech VOICES)" if modality == "audio" else ""
 
     # the audio teachers are only considered with --speech: without it, no run mentions them
-    kinds = {k: m for k, m in TEACHERS.items() if config.speech or "audio" not in m}
+    kinds = {k: m for k, m in TEACHERS.items() if (config.speech or "audio" not in m)
+             and (not config.teachers or k in config.teachers or k == config.distill_from)}
     teachers = [k for k, mods in kinds.items() if not lacking(mods)]
     students = [s for s in config.students if not lacking(STUDENTS[s])]
     notes = [f"skipped the {k} teacher: the dataset has no {lacking(m)[0]} column" for k, m in kinds.items() if lacking(m)]

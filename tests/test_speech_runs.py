@@ -43,6 +43,10 @@ def test_without_speech_nothing_mentions_audio():
         runnable(get_config("tiny", subset=8, distill_from="audio"), data)
     with pytest.raises(ValueError, match="--speech"):
         runnable(get_config("tiny", subset=8, students=("audio",)), data)
+    only = get_config("tiny", subset=8, teachers=("text",), distill_from="fusion")
+    assert runnable(only, data)[0] == ["fusion", "text"]  # the one distilled from is always trained
+    with pytest.raises(ValueError, match="unknown teacher"):
+        get_config("tiny", teachers=("speech",))
 
 
 def test_speech_columns_are_the_rows_voices(tmp_path, monkeypatch):
