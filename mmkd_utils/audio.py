@@ -107,7 +107,7 @@ def load_audio_encoder() -> WhisperEncoder:
     return WhisperEncoder()
 
 
-STUDENT_MEL = {"n_mels": 32, "seconds": 3.0, "hop_ms": 32}  # the audio student's input: (1, 32, 94) per clip
+STUDENT_MEL = {"n_mels": 32, "seconds": 3.0, "hop_ms": 32}  # the audio student's input: (1, 32, 93) per clip
 
 
 def student_log_mel(clips: list[np.ndarray], n_mels: int = STUDENT_MEL["n_mels"], seconds: float = STUDENT_MEL["seconds"],

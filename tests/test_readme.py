@@ -70,12 +70,25 @@ def test_reproduction_notes_equal_the_recorded_reruns():
     assert block and block.group(1) == reproductions_markdown(ROOT / "results")
 
 
+def results_md_block(tag: str) -> str:
+    """The text between results/README.md's ``<!-- TAG:start -->`` and ``<!-- TAG:end -->`` markers."""
+    block = re.search(rf"<!-- {tag}:start -->\n(.*?)\n<!-- {tag}:end -->", RESULTS_MD, flags=re.S)
+    if block is None:
+        pytest.fail(f"results/README.md lacks its <!-- {tag}:start --> … <!-- {tag}:end --> block")
+    return block.group(1)
+
+
 def test_teacher_comparison_equals_the_results_files():
     from mmkd_utils.publish import teacher_comparison, teacher_comparison_markdown
 
-    block = re.search(r"<!-- teachers:start -->\n(.*?)\n<!-- teachers:end -->", RESULTS_MD, flags=re.S)
-    if block is None:
-        pytest.fail("results/README.md lacks its <!-- teachers:start --> … <!-- teachers:end --> block")
     rows = teacher_comparison(ROOT / "results")
-    assert block.group(1) == teacher_comparison_markdown(rows)
+    assert results_md_block("teachers") == teacher_comparison_markdown(rows)
     assert all(r["same_baseline"] for r in rows), "a teacher comparison is not paired: its label-only rows differ"
+
+
+def test_speech_comparison_equals_the_results_files():
+    from mmkd_utils.publish import speech_comparison, speech_comparison_markdown
+
+    rows = speech_comparison(ROOT / "results")
+    assert results_md_block("speech-voices") == speech_comparison_markdown(rows)
+    assert {r["voices"] for r in rows} == {"held-out", "human"} and all(r["delta"]["n"] >= 10 for r in rows)
