@@ -87,8 +87,10 @@ def test_teacher_comparison_equals_the_results_files():
 
 
 def test_speech_comparison_equals_the_results_files():
-    from mmkd_utils.publish import speech_comparison, speech_comparison_markdown
+    from mmkd_utils.publish import speech_comparison, speech_comparison_markdown, speech_majority
 
     rows = speech_comparison(ROOT / "results")
-    assert results_md_block("speech-voices") == speech_comparison_markdown(rows)
+    majority = speech_majority()
+    assert majority["group"] == "People & Body" and majority["test"][1] == 563 and majority["human"] == (9, 41)
+    assert results_md_block("speech-voices") == speech_comparison_markdown(rows, majority)
     assert {r["voices"] for r in rows} == {"held-out", "human"} and all(r["delta"]["n"] >= 10 for r in rows)
