@@ -15,7 +15,8 @@ from .config import CONFIGS, ExperimentConfig, get_config
 
 HELP = {
     "name": "name of the results subfolder (default: the config's name)",
-    "data": "the dataset: openmoji (shipped) or a folder of images with a metadata.csv (file_name, text, label columns)",
+    "data": "the dataset: openmoji (shipped) or a folder of images with a metadata.csv (file_name, text, label columns; "
+            "optionally audio_file: each row's wav or flac recording, for --speech recorded)",
     "label": "the label column (a ClassLabel column): OpenMoji has group (9 classes) and subgroup (98)",
     "text_encoder": "pretrained text encoder: all-MiniLM-L6-v2 (offline) or a Hugging Face name",
     "image_encoder": "pretrained image encoder: mobilenet_v2 (offline) or a torchvision name such as resnet18",
@@ -25,9 +26,9 @@ HELP = {
     "teacher_hidden": "teacher's hidden width",
     "teacher_dropout": "teacher's dropout",
     "modality_dropout": "probability of dropping a whole modality while training the fusion teacher",
-    "students": "comma-separated students: image,text,multimodal",
+    "students": "comma-separated students: image,text,multimodal (and audio, with --speech)",
     "methods": "comma-separated methods: labels,soft,hard,logit,adaptive,feature (recipes.METHODS)",
-    "distill_from": "which teacher the students learn from: fusion, text or image",
+    "distill_from": "which teacher the students learn from: fusion, text or image (audio or trimodal with --speech)",
     "student_image_size": "image size (px) the image student sees",
     "cnn_width": "width of the image student's first conv layer",
     "text_buckets": "hash buckets of the text student's tokenizer",
@@ -43,7 +44,9 @@ HELP = {
                 "every teacher the data allows: fusion, text, image, and with --speech audio and trimodal)",
     "speech": "training voices, comma-separated (us, british-f, scottish-slow, caribbean-fast): each row spoken by "
               "one of them adds the audio modality (students audio, teachers audio and trimodal); audio models are "
-              "also tested on every voice and the human words (notebook 11)",
+              "also tested on every voice and the human words (notebook 11). With --data FOLDER: recorded, each "
+              "row's own recording (metadata.csv's audio_file column: wav or flac, its path relative to the "
+              "metadata.csv; made mono, 16 kHz) is the audio modality, tested on the test split only",
     "audio_width": "the audio student's CNN width",
     "ood_test": "noto: also evaluate every model on the test emoji drawn by another designer (data/noto; "
                 "evaluation only, never selected on)",

@@ -12,6 +12,8 @@ from .recipes import METHODS, STUDENTS, TEACHERS
 from .signals import active_signals
 from .train import TrainConfig
 
+RECORDED = "recorded"  # speech=("recorded",): a folder's own recordings (data.load_image_folder's audio_file column)
+
 
 @dataclass
 class ExperimentConfig:
@@ -45,7 +47,7 @@ class ExperimentConfig:
     crossfit: int = 0  # >= 2: the teacher's outputs on each training row come from a teacher that did not train on it (K folds by base emoji)
     transfer_words: int = 0  # > 0: this many words from the text encoder's vocabulary, labelled by the teacher, join the text student's training set
     teacher_views: int = 0  # > 1: image-seeing students train on this many cached views per image, each labelled by the teacher (replaces augment)
-    speech: tuple[str, ...] = ()  # training voices (data/speech, notebook 11): each row is spoken by one of them, adding the audio modality; every audio model is also tested on every voice and the human words
+    speech: tuple[str, ...] = ()  # training voices (data/speech, notebook 11): each row is spoken by one of them, adding the audio modality; every audio model is also tested on every voice and the human words. ("recorded",) with --data FOLDER: the audio modality is the folder's own recordings (audio_file column), tested on the test split only
     audio_width: int = 8  # the audio student's CNN width (its input is 32 mel bands x 94 frames)
     ood_test: str | None = None  # "noto": also evaluate every model on data/noto, the test emoji in another design (never selected on)
     T: float = 4.0
@@ -90,15 +92,27 @@ class ExperimentConfig:
         if self.ood_test and self.data != "openmoji":
             raise ValueError("ood_test='noto' redraws the shipped OpenMoji test split: it needs --data openmoji "
                              f"(got {self.data!r}); drop --ood_test for your own data")
-        if self.speech:
+        if self.speech == (RECORDED,):  # your folder's own recordings (its metadata.csv's audio_file column)
+            if self.data == "openmoji":
+                raise ValueError("speech='recorded' reads each row's recording from the 'audio_file' column of your "
+                                 "folder's metadata.csv: it needs --data FOLDER. For the shipped OpenMoji names give "
+                                 "training voices instead (--speech us,british-f, ...)")
+        elif self.speech:
             from .speech import TRAIN_VOICES
 
+            if RECORDED in self.speech:
+                raise ValueError(f"speech: 'recorded' (your folder's recordings) stands alone, it does not mix with "
+                                 f"voices; got {self.speech}. Give --speech recorded, or voices only")
             bad = [v for v in self.speech if v not in TRAIN_VOICES]
             if bad or len(set(self.speech)) != len(self.speech):
                 raise ValueError(f"speech: training voices, each once, from {TRAIN_VOICES} (the held-out voices are "
-                                 f"only ever tested on), got {self.speech}")
-            if self.data != "openmoji" or self.ood_test:
-                raise ValueError("speech voices the shipped OpenMoji names: it needs --data openmoji and no --ood_test")
+                                 f"only ever tested on), or 'recorded' with --data FOLDER; got {self.speech}")
+            if self.data != "openmoji":
+                raise ValueError(f"speech voices speak the shipped OpenMoji names: voices need --data openmoji, not "
+                                 f"{self.data!r}. For a folder, record each row and list the files in an 'audio_file' "
+                                 "column of its metadata.csv, then use --speech recorded")
+            if self.ood_test:
+                raise ValueError("speech voices the shipped OpenMoji names, not data/noto's: it needs no --ood_test")
         if not self.seeds:
             raise ValueError("seeds is empty: give at least one seed")
         check_temperature(self.T)

@@ -9,7 +9,8 @@ Sources, one API:
 - ``load_openmoji()``: the shipped OpenMoji image–name data (``data/openmoji``).
 - ``load_image_folder(path)``: your own images: a ``metadata.csv`` with ``file_name`` (the Hugging Face
   ``imagefolder`` layout, read by ``datasets.load_dataset``; train/ validation/ test/ subfolders optional)
-  or ``file``, label column(s) and an optional ``text`` column.
+  or ``file``, label column(s), an optional ``text`` column and an optional ``audio_file`` column (each row's
+  recording, kept as an ``audio`` column: int16 at 16 kHz, the audio modality with ``--speech recorded``).
 - ``load_hf(name, ...)``: whatever ``datasets.load_dataset`` reads — a Hub dataset (online, e.g. on
   Colab) or local parquet / CSV / image folders — with a column mapping.
 - ``load_digits_dataset()``: scikit-learn's 1,797 handwritten digits (for the Hinton reproduction).
@@ -55,14 +56,19 @@ def load_openmoji(path: str | Path | None = None):
 
 def load_image_folder(path: str | Path, label_column: str | Sequence[str] = "label", text_column: str = "text",
                       file_column: str | None = None, seed: int = 0,
-                      fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)):
+                      fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), audio_column: str = "audio_file"):
     """Your own images: a folder with a ``metadata.csv`` (one row per image) with label column(s).
 
     The Hugging Face ``imagefolder`` layout (``file_name`` column; one metadata.csv at the root or one in each
     train/ validation/ test/ subfolder) goes through ``datasets.load_dataset("imagefolder")``; a ``file`` column
     (or other ``file_column``) is read by hand. Splits: subfolders, else a ``split`` column, else random (``seed``,
     ``fractions``). Columns: image (RGB, copied in), text (if there is ``text_column``), each label column as a
-    ``ClassLabel`` of its sorted values (fractional numbers, or > 20 rows all distinct, are refused)."""
+    ``ClassLabel`` of its sorted values (fractional numbers, or > 20 rows all distinct, are refused).
+
+    With an ``audio_column`` (default ``audio_file``: each row's recording, wav or flac, its path relative to
+    that row's metadata.csv), also ``audio``: the recording's samples, copied in, as int16 at 16 kHz, mono
+    (channels averaged, other rates resampled by ``speech.resample``, float samples scaled by 32768 like
+    ``audio.to_float`` undoes). ``--speech recorded`` makes it the audio modality of an experiment."""
     import datasets
     from PIL import Image
 
@@ -86,10 +92,11 @@ def load_image_folder(path: str | Path, label_column: str | Sequence[str] = "lab
         raw = {s: [dict(r, image=r["image"]["path"]) for r in d.cast_column("image", datasets.Image(decode=False))]
                for s, d in hf.items()}
     else:
-        raw = {"train": [dict(r, image=str(m.parent / str(r[file_column]))) for m in metas
+        raw = {"train": [dict(r, image=str(m.parent / str(r[file_column])), _home=m.parent) for m in metas
                          for r in datasets.Dataset.from_csv(str(m))]}
     sub = [Path(os.path.relpath(Path(r["image"]).resolve(), folder.resolve())).parts[0] for r in raw.get("train", [])]
     has_text = text_column in header
+    has_audio = audio_column in header
     for rows in raw.values():
         for i, r in enumerate(rows):
             where = f"row {i + 2} of {root}" if root.exists() else f"the metadata.csv row of {r['image']}"
@@ -98,9 +105,14 @@ def load_image_folder(path: str | Path, label_column: str | Sequence[str] = "lab
                     im.load()
             except (OSError, ValueError) as err:
                 raise ValueError(f"{where}: cannot read image {r['image']} ({err}). Fix or remove that row.") from err
-            r["image"] = {"bytes": Path(r["image"]).read_bytes(), "path": None}  # copied in: the folder may go
+            image = r["image"]
+            r["image"] = {"bytes": Path(image).read_bytes(), "path": None}  # copied in: the folder may go
             if has_text:
                 _check_text(r[text_column], where)
+            if has_audio:  # a recording's path is relative to its row's metadata.csv, like the image's
+                home = r.pop("_home", None) or next(m.parent for m in sorted(metas, key=lambda m: -len(m.parts))
+                                                    if Path(image).resolve().is_relative_to(m.parent.resolve()))
+                r["audio"] = read_recording(r[audio_column], home, where, audio_column)
     if set(raw) == {"train"} and ("split" in header or set(sub) <= set(SPLITS)):
         split_of = [r["split"] for r in raw["train"]] if "split" in header else sub
         if set(split_of) - set(SPLITS):
@@ -108,12 +120,13 @@ def load_image_folder(path: str | Path, label_column: str | Sequence[str] = "lab
         raw = {s: [r for r, sp in zip(raw["train"], split_of) if sp == s] for s in SPLITS}
     raw = _fill_splits(raw, seed, fractions, folder)
     rows = [r for s in SPLITS for r in raw[s]]
-    features = {"image": datasets.Image(mode="RGB"), **({"text": datasets.Value("string")} if has_text else {})}
+    features = {"image": datasets.Image(mode="RGB"), **({"text": datasets.Value("string")} if has_text else {}),
+                **({"audio": datasets.List(datasets.Value("int16"))} if has_audio else {})}
     for col in labels:
         features[col], index = _class_label([r[col] for r in rows], col, folder)
         for r, k in zip(rows, index):
             r[col] = k
-    source = {"image": "image", "text": text_column, **{c: c for c in labels}}
+    source = {"image": "image", "text": text_column, "audio": "audio", **{c: c for c in labels}}
     return datasets.DatasetDict({s: datasets.Dataset.from_dict(
         {k: [r[source[k]] for r in raw[s]] for k in features}, features=datasets.Features(features)) for s in SPLITS})
 
@@ -205,6 +218,32 @@ def _class_label(values: list, column: str, where):
         raise ValueError(f"{where}: each of the {len(values)} rows has its own {column!r} value, so it is an id "
                          "or free text, not a category; pick a label column whose values repeat.")
     return datasets.ClassLabel(names=[str(v) for v in names]), [names.index(v) for v in values]
+
+
+def read_recording(file, home: Path, where: str, column: str = "audio_file") -> np.ndarray:
+    """The recording ``file`` (relative to ``home``, the folder of its row's metadata.csv) as int16 samples at
+    16 kHz, mono: channels averaged, another rate resampled (``speech.resample``), float samples scaled by 32768
+    (``audio.to_float`` divides by it) and clipped. Raises a ``ValueError`` naming ``where`` and the fix."""
+    import soundfile
+
+    from .speech import SAMPLE_RATE, resample
+
+    fix = (f"Fix the file (a wav or flac recording) or the row's {column!r} (its path relative to the "
+           "metadata.csv), or remove that row.")
+    if file is None or not str(file).strip():
+        raise ValueError(f"{where}: no recording in column {column!r}. {fix}")
+    path = home / str(file)
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
+    except (OSError, RuntimeError, ValueError, TypeError) as err:  # missing, not audio, a format libsndfile lacks
+        raise ValueError(f"{where}: cannot read recording {path} ({err}). {fix}") from err
+    if not len(samples) or not samples.shape[1]:
+        raise ValueError(f"{where}: recording {path} holds no samples. {fix}")
+    mono = np.clip(np.rint(samples.mean(1) * 32768.0), -32768, 32767).astype(np.int16)
+    clip = resample(mono, rate) if rate != SAMPLE_RATE else mono
+    if not len(clip):
+        raise ValueError(f"{where}: recording {path} is too short to resample from {rate} Hz. {fix}")
+    return clip
 
 
 def _check_text(text, where: str) -> None:

@@ -36,7 +36,8 @@ def runnable(config: ExperimentConfig, data: PreparedData) -> tuple[list[str], l
         return [m for m in modalities if m not in data.modalities]
 
     def hint(modality):
-        return " (the audio modality needs --speech VOICES)" if modality == "audio" else ""
+        return (" (the audio modality needs --speech VOICES, or --speech recorded for a folder whose metadata.csv "
+                "has an audio_file column)") if modality == "audio" else ""
 
     # the audio teachers are only considered with --speech: without it, no run mentions them
     kinds = {k: m for k, m in TEACHERS.items() if (config.speech or "audio" not in m)
@@ -135,7 +136,8 @@ def ood_metrics(model, data: PreparedData, teacher_logits: torch.Tensor | None =
 def speech_metrics(model, data: PreparedData) -> dict:
     """With ``config.speech``, for a model that hears: its accuracy and right/wrong rows on the test split
     spoken by each voice (``speech_accuracy`` / ``speech_correct``, keyed by voice, and "human" for the
-    human words where the model reads audio alone). Empty otherwise."""
+    human words where the model reads audio alone). Empty otherwise, and with ``--speech recorded`` (a folder's
+    own recordings: no voices to test on, so the audio models are tested on the test split alone)."""
     if not data.speech_tests or not any(k.startswith("audio") for k in model.inputs):
         return {}
     acc, correct = {}, {}
@@ -144,7 +146,8 @@ def speech_metrics(model, data: PreparedData) -> dict:
             continue  # the human words have no picture or name of their own
         right = predict(model, split, device="cpu").argmax(1) == split["label"]
         acc[name], correct[name] = right.float().mean().item(), right.int().tolist()
-    acc["held-out"] = sum(acc[v] for v in HELD_OUT_VOICES) / len(HELD_OUT_VOICES)  # voices no run trains on (equal sizes)
+    if all(v in acc for v in HELD_OUT_VOICES):  # the voices no run trains on (equal sizes)
+        acc["held-out"] = sum(acc[v] for v in HELD_OUT_VOICES) / len(HELD_OUT_VOICES)
     return {"speech_accuracy": acc, "speech_correct": correct}
 
 

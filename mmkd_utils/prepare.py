@@ -7,7 +7,9 @@ column, and returns a ``PreparedData``: for each split, a ``TensorData`` dict of
 - ``image_feat`` / ``text_feat``: the frozen pretrained encoders' features (the teachers' inputs,
   computed once and cached on disk under a content hash);
 - ``image`` (N, 3, s, s) and ``text_ids`` (N, L): the students' inputs (small pixels, hashed tokens);
-- ``label`` (-1 = unlabelled, after the configured data regime) and ``index`` (row number).
+- ``label`` (-1 = unlabelled, after the configured data regime) and ``index`` (row number);
+- with ``config.speech`` (``add_speech``): ``audio_feat`` and ``audio``, the audio teacher's and student's
+  inputs, from the training voices (OpenMoji) or, with ``--speech recorded``, a folder's own recordings.
 
 Only the modalities the dataset has are prepared. Whatever an active teacher signal needs beyond this
 (cached views, a transfer set, folds) is prepared by the signal itself (``signals.py``) and kept in
@@ -18,9 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import data as data_mod
+from .config import RECORDED
 from .models import HashingTokenizer
 from .regimes import corrupt_labels
 
@@ -69,6 +73,10 @@ def prepare_data(config, dataset=None, progress: bool = False) -> PreparedData:
 
     ds = dataset if dataset is not None else load_dataset_for(config)
     data_mod.check_label_column(ds, config.label)
+    if config.speech == (RECORDED,) and "audio" not in data_mod._features(ds):
+        raise ValueError(f"--speech recorded hears each row's own recording, and {config.data} has none: add an "
+                         "'audio_file' column to its metadata.csv (each row's wav or flac file, its path relative to "
+                         "the metadata.csv), or drop --speech")
     full = ds
     if config.subset is not None:
         ds = type(ds)({s: _subset(split, config) for s, split in ds.items()})
@@ -106,10 +114,18 @@ def prepare_data(config, dataset=None, progress: bool = False) -> PreparedData:
 
 def add_speech(out: PreparedData, config, full) -> None:
     """The audio modality (``config.speech``): each split's rows spoken by the training voices, and the test
-    split heard by every voice and the human words, as evaluation sets (``out.speech_tests``)."""
-    from .audio import human_columns, speech_columns, voice_columns
+    split heard by every voice and the human words, as evaluation sets (``out.speech_tests``). With
+    ``--speech recorded``, each row's own recording (a folder's ``audio`` column, ``data.load_image_folder``)
+    instead, through the same cached encoders; no voices, so no extra evaluation sets."""
+    from .audio import encode_audio, human_columns, speech_columns, student_log_mel, voice_columns
     from .speech import VOICES
 
+    if config.speech == (RECORDED,):
+        for name in ("train", "validation", "test"):
+            clips = [np.asarray(a, dtype=np.int16) for a in out.dataset[name].with_format("numpy")["audio"]]
+            getattr(out, name).update({"audio_feat": encode_audio(clips), "audio": student_log_mel(clips)})
+        out.modalities = (*out.modalities, "audio")
+        return
     rows = {}
     for name in ("train", "validation", "test"):
         position = {cp: i for i, cp in enumerate(full[name]["codepoints"])}

@@ -90,7 +90,7 @@ def findings(results_md: str | Path = "results/README.md", results_root: str | P
             if "vs_labels_ood" in best:  # the same students on the out-of-distribution test set
                 rows.append({**rows[-1], "name": f"{name}, out of distribution", "delta": best["vs_labels_ood"],
                              "verdict": verdict(best["vs_labels_ood"]), "soft_delta": soft["vs_labels_ood"] if soft else None})
-            if "vs_labels_speech" in best:  # the same students on the voices no run trains on
+            if "held-out" in best.get("vs_labels_speech", {}):  # the same students on the voices no run trains on
                 rows.append({**rows[-1], "name": f"{name}, held-out voices", "delta": best["vs_labels_speech"]["held-out"],
                              "verdict": verdict(best["vs_labels_speech"]["held-out"]),
                              "soft_delta": soft["vs_labels_speech"]["held-out"] if soft else None})
