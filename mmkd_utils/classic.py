@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import SPLITS, random_split
 from .objective import Objective
 from .train import TrainConfig, fit, predict
 
@@ -38,6 +39,24 @@ EXPERIMENTS = {1: "clean labels as PI", 2: "clean features as PI", 3: "relevant 
 
 
 # ----------------------------------------------------------------------------- Hinton et al. (2015)
+def load_digits_dataset(seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)):
+    """scikit-learn's 1,797 real 8×8 handwritten digits as an image dataset with a ``label`` column."""
+    import datasets
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = (digits.images / 16.0 * 255).round().astype(np.uint8)
+    split_of = random_split(len(pixels), seed, fractions)
+    features = datasets.Features({"image": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=[str(d) for d in range(10)])})
+    return datasets.DatasetDict({
+        s: datasets.Dataset.from_dict(
+            {"image": [Image.fromarray(pixels[i], mode="L") for i, sp in enumerate(split_of) if sp == s],
+             "label": [int(digits.target[i]) for i, sp in enumerate(split_of) if sp == s]}, features=features)
+        for s in SPLITS})
+
+
 def digits_splits(seed: int, fractions: tuple[float, float] = (0.6, 0.2)) -> dict[str, dict[str, torch.Tensor]]:
     """scikit-learn's digits split at random into train / validation / test by ``seed`` (notebook 09):
     ``{split: {"pixels": (N, 64) in [0, 1], "label": (N,)}}``, 60 / 20 / 20 % by default."""

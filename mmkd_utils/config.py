@@ -48,7 +48,7 @@ class ExperimentConfig:
     transfer_words: int = 0  # > 0: this many words from the text encoder's vocabulary, labelled by the teacher, join the text student's training set
     teacher_views: int = 0  # > 1: image-seeing students train on this many cached views per image, each labelled by the teacher (replaces augment)
     speech: tuple[str, ...] = ()  # training voices (data/speech, notebook 11): each row is spoken by one of them, adding the audio modality; every audio model is also tested on every voice and the human words. ("recorded",) with --data FOLDER: the audio modality is the folder's own recordings (audio_file column), tested on the test split only
-    audio_width: int = 8  # the audio student's CNN width (its input is 32 mel bands x 94 frames)
+    audio_width: int = 8  # the audio student's CNN width (its input is 32 mel bands x 93 frames)
     ood_test: str | None = None  # "noto": also evaluate every model on data/noto, the test emoji in another design (never selected on)
     T: float = 4.0
     alpha: float = 0.5

@@ -13,7 +13,6 @@ Sources, one API:
   recording, kept as an ``audio`` column: int16 at 16 kHz, the audio modality with ``--speech recorded``).
 - ``load_hf(name, ...)``: whatever ``datasets.load_dataset`` reads — a Hub dataset (online, e.g. on
   Colab) or local parquet / CSV / image folders — with a column mapping.
-- ``load_digits_dataset()``: scikit-learn's 1,797 handwritten digits (for the Hinton reproduction).
 """
 from __future__ import annotations
 
@@ -63,14 +62,13 @@ def load_image_folder(path: str | Path, label_column: str | Sequence[str] = "lab
     train/ validation/ test/ subfolder) goes through ``datasets.load_dataset("imagefolder")``; a ``file`` column
     (or other ``file_column``) is read by hand. Splits: subfolders, else a ``split`` column, else random (``seed``,
     ``fractions``). Columns: image (RGB, copied in), text (if there is ``text_column``), each label column as a
-    ``ClassLabel`` of its sorted values (fractional numbers, or > 20 rows all distinct, are refused).
-
-    With an ``audio_column`` (default ``audio_file``: each row's recording, wav or flac, its path relative to
-    that row's metadata.csv), also ``audio``: the recording's samples, copied in, as int16 at 16 kHz, mono
-    (channels averaged, other rates resampled by ``speech.resample``, float samples scaled by 32768 like
-    ``audio.to_float`` undoes). ``--speech recorded`` makes it the audio modality of an experiment."""
+    ``ClassLabel`` of its sorted values (fractional numbers, or > 20 rows all distinct, are refused), and with an
+    ``audio_column`` (each row's wav or flac, relative to its metadata.csv) ``audio``: int16, 16 kHz, mono, copied
+    in (``waveform.read_recording``); ``--speech recorded`` makes it the audio modality of an experiment."""
     import datasets
     from PIL import Image
+
+    from .waveform import read_recording  # a recording's path is relative to its row's metadata.csv
 
     folder = Path(path)
     root = folder / "metadata.csv"
@@ -105,14 +103,13 @@ def load_image_folder(path: str | Path, label_column: str | Sequence[str] = "lab
                     im.load()
             except (OSError, ValueError) as err:
                 raise ValueError(f"{where}: cannot read image {r['image']} ({err}). Fix or remove that row.") from err
-            image = r["image"]
-            r["image"] = {"bytes": Path(image).read_bytes(), "path": None}  # copied in: the folder may go
+            if has_audio:
+                home = r.pop("_home", None) or next(m.parent for m in sorted(metas, key=lambda m: -len(m.parts))
+                                                    if Path(r["image"]).resolve().is_relative_to(m.parent.resolve()))
+                r["audio"] = read_recording(r[audio_column], home, where, audio_column)
+            r["image"] = {"bytes": Path(r["image"]).read_bytes(), "path": None}  # copied in: the folder may go
             if has_text:
                 _check_text(r[text_column], where)
-            if has_audio:  # a recording's path is relative to its row's metadata.csv, like the image's
-                home = r.pop("_home", None) or next(m.parent for m in sorted(metas, key=lambda m: -len(m.parts))
-                                                    if Path(image).resolve().is_relative_to(m.parent.resolve()))
-                r["audio"] = read_recording(r[audio_column], home, where, audio_column)
     if set(raw) == {"train"} and ("split" in header or set(sub) <= set(SPLITS)):
         split_of = [r["split"] for r in raw["train"]] if "split" in header else sub
         if set(split_of) - set(SPLITS):
@@ -121,7 +118,7 @@ def load_image_folder(path: str | Path, label_column: str | Sequence[str] = "lab
     raw = _fill_splits(raw, seed, fractions, folder)
     rows = [r for s in SPLITS for r in raw[s]]
     features = {"image": datasets.Image(mode="RGB"), **({"text": datasets.Value("string")} if has_text else {}),
-                **({"audio": datasets.List(datasets.Value("int16"))} if has_audio else {})}
+                **({"audio": datasets.Sequence(datasets.Value("int16"))} if has_audio else {})}  # Sequence: datasets 3
     for col in labels:
         features[col], index = _class_label([r[col] for r in rows], col, folder)
         for r, k in zip(rows, index):
@@ -154,25 +151,8 @@ def load_hf(name: str, image_column: str | None = "image", text_column: str | No
     return datasets.DatasetDict({s: ds[s] for s in SPLITS})
 
 
-def load_digits_dataset(seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)):
-    """scikit-learn's 1,797 real 8×8 handwritten digits as an image dataset with a ``label`` column."""
-    import datasets
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = (digits.images / 16.0 * 255).round().astype(np.uint8)
-    split_of = _random_split(len(pixels), seed, fractions)
-    features = datasets.Features({"image": datasets.Image(),
-                                  "label": datasets.ClassLabel(names=[str(d) for d in range(10)])})
-    return datasets.DatasetDict({
-        s: datasets.Dataset.from_dict(
-            {"image": [Image.fromarray(pixels[i], mode="L") for i, sp in enumerate(split_of) if sp == s],
-             "label": [int(digits.target[i]) for i, sp in enumerate(split_of) if sp == s]}, features=features)
-        for s in SPLITS})
-
-
-def _random_split(n: int, seed: int, fractions: Sequence[float], keep: Sequence[str] = SPLITS) -> list[str]:
+def random_split(n: int, seed: int, fractions: Sequence[float], keep: Sequence[str] = SPLITS) -> list[str]:
+    """Which split (of ``keep``) each of ``n`` rows goes to, drawn with ``seed`` in the proportions ``fractions``."""
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
     f = [x if s in keep else 0.0 for s, x in zip(SPLITS, fractions)]  # splits not kept: share goes to the rest
@@ -192,13 +172,13 @@ def _fill_splits(parts: dict, seed: int, fractions: Sequence[float], where) -> d
         raise ValueError(f"{where}: no train split (it has {sorted(parts)}); name one 'train'.")
     keep = ["train", *(s for s in SPLITS if s not in parts)]
     if len(keep) > 1:
-        train, split_of = parts["train"], _random_split(len(parts["train"]), seed, fractions, keep)
+        train, split_of = parts["train"], random_split(len(parts["train"]), seed, fractions, keep)
         for s in keep:
             idx = [i for i, sp in enumerate(split_of) if sp == s]
             parts[s] = train.select(idx) if hasattr(train, "select") else [train[i] for i in idx]
     empty = [s for s in keep if len(keep) > 1 and not len(parts[s])]
     if empty:
-        need = next((m for m in range(1, 1000) if set(_random_split(m, 0, fractions, keep)) >= set(keep)), "more")
+        need = next((m for m in range(1, 1000) if set(random_split(m, 0, fractions, keep)) >= set(keep)), "more")
         raise ValueError(f"{where}: {sum(len(parts[s]) for s in keep)} row(s) are too few to split at random with "
                          f"fractions {tuple(fractions)}: the {empty[0]} split would be empty. Add rows (at least "
                          f"{need} are needed), or assign splits yourself (split subfolders or a 'split' column).")
@@ -218,32 +198,6 @@ def _class_label(values: list, column: str, where):
         raise ValueError(f"{where}: each of the {len(values)} rows has its own {column!r} value, so it is an id "
                          "or free text, not a category; pick a label column whose values repeat.")
     return datasets.ClassLabel(names=[str(v) for v in names]), [names.index(v) for v in values]
-
-
-def read_recording(file, home: Path, where: str, column: str = "audio_file") -> np.ndarray:
-    """The recording ``file`` (relative to ``home``, the folder of its row's metadata.csv) as int16 samples at
-    16 kHz, mono: channels averaged, another rate resampled (``speech.resample``), float samples scaled by 32768
-    (``audio.to_float`` divides by it) and clipped. Raises a ``ValueError`` naming ``where`` and the fix."""
-    import soundfile
-
-    from .speech import SAMPLE_RATE, resample
-
-    fix = (f"Fix the file (a wav or flac recording) or the row's {column!r} (its path relative to the "
-           "metadata.csv), or remove that row.")
-    if file is None or not str(file).strip():
-        raise ValueError(f"{where}: no recording in column {column!r}. {fix}")
-    path = home / str(file)
-    try:
-        samples, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
-    except (OSError, RuntimeError, ValueError, TypeError) as err:  # missing, not audio, a format libsndfile lacks
-        raise ValueError(f"{where}: cannot read recording {path} ({err}). {fix}") from err
-    if not len(samples) or not samples.shape[1]:
-        raise ValueError(f"{where}: recording {path} holds no samples. {fix}")
-    mono = np.clip(np.rint(samples.mean(1) * 32768.0), -32768, 32767).astype(np.int16)
-    clip = resample(mono, rate) if rate != SAMPLE_RATE else mono
-    if not len(clip):
-        raise ValueError(f"{where}: recording {path} is too short to resample from {rate} Hz. {fix}")
-    return clip
 
 
 def _check_text(text, where: str) -> None:

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from .paths import repo_root
+from .waveform import SAMPLE_RATE, resample  # noqa: F401 (16 kHz for every clip; speech.resample stays importable)
 
-SAMPLE_RATE = 16_000  # every clip, whatever the engine's own rate
 SPLITS = ("train", "validation", "test")
 ESPEAK_PACKAGE, ESPEAK_LIBRARY = "espeak-ng", "libespeak-ng.so.1"
 FLITE_PACKAGE, FLITE_PROGRAM = "flite", "flite"
@@ -181,19 +181,6 @@ def _flite(texts: list[str], voice: Voice, program: str) -> list[tuple[np.ndarra
 
     with ThreadPoolExecutor(4) as pool:
         return list(pool.map(one, enumerate(texts)))
-
-
-def resample(samples: np.ndarray, rate: int) -> np.ndarray:
-    """int16 samples at ``rate`` → int16 at 16 kHz (scipy's polyphase filter; deterministic on one machine)."""
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
-    if rate == SAMPLE_RATE:
-        return samples.astype(np.int16)
-    g = gcd(SAMPLE_RATE, rate)
-    y = resample_poly(samples.astype(np.float64), SAMPLE_RATE // g, rate // g)
-    return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
 
 
 def synthesize(texts: list[str], voice: str | Voice, *, library: str = ESPEAK_LIBRARY,

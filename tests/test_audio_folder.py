@@ -12,6 +12,7 @@ import soundfile
 from PIL import Image, ImageDraw
 
 from mmkd_utils import data as data_mod
+from mmkd_utils import waveform
 from mmkd_utils.__main__ import main
 from mmkd_utils.config import get_config
 from mmkd_utils.speech import SAMPLE_RATE
@@ -102,8 +103,8 @@ def test_float_and_integer_recordings_become_the_same_int16_samples(tmp_path):
     wave = tone(440.0, 0.25, SAMPLE_RATE)
     soundfile.write(folder / "float.wav", wave, SAMPLE_RATE, subtype="FLOAT")
     soundfile.write(folder / "int.flac", wave, SAMPLE_RATE, subtype="PCM_16")
-    as_float = data_mod.read_recording("float.wav", folder, "here")
-    as_int = data_mod.read_recording("int.flac", folder, "here")
+    as_float = waveform.read_recording("float.wav", folder, "here")
+    as_int = waveform.read_recording("int.flac", folder, "here")
     assert as_float.dtype == as_int.dtype == np.int16
     assert np.abs(as_float.astype(int) - as_int.astype(int)).max() <= 1  # float scaled by 32768, as audio.to_float undoes
     assert np.abs(as_float).max() > 16000

@@ -455,7 +455,9 @@ def test_load_hf_local_imagefolder_with_a_test_split(tmp_path):
 
 # ---------------------------------------------------------------------------------- digits
 def test_load_digits_dataset():
-    ds = mdata.load_digits_dataset()
+    from mmkd_utils.classic import load_digits_dataset
+
+    ds = load_digits_dataset()
     assert sum(ds[s].num_rows for s in SPLITS) == 1797
     assert ds["train"].features["label"].names == [str(d) for d in range(10)]
     assert set().union(*(set(ds[s]["label"]) for s in SPLITS)) == set(range(10))
