@@ -260,10 +260,11 @@ def train_epoch(model: nn.Module, train: Mapping[str, torch.Tensor], objective: 
             sums[k] = sums.get(k, 0.0) + v.item() * bs
         count += bs
     if world_size > 1:  # training metrics over all ranks
-        import torch.distributed as dist
-
         totals = torch.tensor([count, *sums.values()], dtype=torch.float64, device=device)
-        dist.all_reduce(totals)
+        torch.distributed.all_reduce(totals)
+        give_up = time.monotonic() + 1.0  # gloo's worker thread drops totals after the collective, taking the GIL;
+        while totals.is_cpu and totals._use_count() > 1 and time.monotonic() < give_up:  # if this rank is exiting
+            time.sleep(1e-4)  # by then, the process aborts (SIGABRT). So wait for it, the GIL released (< 1 ms)
         count, sums = totals[0].item(), dict(zip(sums, totals[1:].tolist()))
     return {f"train_{k}": v / count for k, v in sums.items()}
 
@@ -348,9 +349,8 @@ def fit(model: nn.Module, train: Mapping[str, torch.Tensor], val: Mapping[str, t
     train = to_device(train, device, non_blocking=False)
     step_module: nn.Module = TrainStep(model, objective.feature_loss if objective.feature_weight > 0 else None)
     if world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:  # after DDP, as PyTorch recommends
         step_module = torch.compile(step_module)
     t0 = time.perf_counter() - history.seconds
