@@ -122,7 +122,7 @@ def add_speech(out: PreparedData, config, full) -> None:
 
     if config.speech == (RECORDED,):
         for name in ("train", "validation", "test"):
-            clips = [np.asarray(a, dtype=np.int16) for a in out.dataset[name].with_format("numpy")["audio"]]
+            clips = [np.asarray(a, dtype=np.int16) for a in out.dataset[name]["audio"]]  # lists: datasets 3.4's numpy format needs a torchvision with VideoReader
             getattr(out, name).update({"audio_feat": encode_audio(clips), "audio": student_log_mel(clips)})
         out.modalities = (*out.modalities, "audio")
         return
