@@ -95,6 +95,7 @@ def load_image_folder(path: str | Path, label_column: str | Sequence[str] = "lab
     sub = [Path(os.path.relpath(Path(r["image"]).resolve(), folder.resolve())).parts[0] for r in raw.get("train", [])]
     has_text = text_column in header
     has_audio = audio_column in header
+    homes = sorted((m.parent.resolve() for m in metas), key=lambda h: -len(h.parts))  # deepest first: a row's own folder
     for rows in raw.values():
         for i, r in enumerate(rows):
             where = f"row {i + 2} of {root}" if root.exists() else f"the metadata.csv row of {r['image']}"
@@ -104,8 +105,7 @@ def load_image_folder(path: str | Path, label_column: str | Sequence[str] = "lab
             except (OSError, ValueError) as err:
                 raise ValueError(f"{where}: cannot read image {r['image']} ({err}). Fix or remove that row.") from err
             if has_audio:
-                home = r.pop("_home", None) or next(m.parent for m in sorted(metas, key=lambda m: -len(m.parts))
-                                                    if Path(r["image"]).resolve().is_relative_to(m.parent.resolve()))
+                home = r.pop("_home", None) or next(h for h in homes if Path(r["image"]).resolve().is_relative_to(h))
                 r["audio"] = read_recording(r[audio_column], home, where, audio_column)
             r["image"] = {"bytes": Path(r["image"]).read_bytes(), "path": None}  # copied in: the folder may go
             if has_text:

@@ -238,19 +238,16 @@ def speech_comparison(results_root: str | Path = "results", pairs=SPEECH_PAIRS) 
 def speech_majority() -> dict:
     """The floor every model that hears must beat: the training split's commonest group, and its share of the
     test split (563 rows) and of the human words (41)."""
-    import csv
-
     import numpy as np
 
     from .data import load_openmoji
-    from .speech import default_path
+    from .speech import human_metadata
 
     openmoji = load_openmoji()
     names = openmoji["train"].features["group"].names
     commonest = int(np.bincount(openmoji["train"]["group"]).argmax())
     test = np.array(openmoji["test"]["group"]) == commonest
-    with (default_path() / "human" / "metadata.csv").open(newline="", encoding="utf8") as f:  # the words' groups
-        human = [r["group"] == names[commonest] for r in csv.DictReader(f)]  # (not speech_data: it imports this module)
+    human = [r["group"] == names[commonest] for r in human_metadata()]
     return {"group": names[commonest], "test": (int(test.sum()), len(test)), "human": (sum(human), len(human))}
 
 

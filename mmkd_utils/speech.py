@@ -79,6 +79,19 @@ def default_path() -> Path:
     return repo_root() / "data" / "speech"
 
 
+def human_metadata(path: str | Path | None = None) -> list[dict]:
+    """The shipped human recordings' metadata rows (file_name, word, kind, group name, codepoints of the names
+    it matches, …), without their clips (``speech_data.load_human`` reads both)."""
+    import csv
+
+    meta = (Path(path) if path else default_path() / "human") / "metadata.csv"
+    if not meta.exists():
+        raise FileNotFoundError(f"{meta} is missing: it ships with the repository (data/speech/human/); rebuild it "
+                                f"with `make data` (needs Debian's {KTUBERLING_PACKAGE})")
+    with meta.open(newline="", encoding="utf8") as f:
+        return list(csv.DictReader(f))
+
+
 def get_voice(name: str | Voice) -> Voice:
     if isinstance(name, Voice):
         return name

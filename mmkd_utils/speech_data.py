@@ -16,7 +16,7 @@ import numpy as np
 
 from .paths import repo_root
 from .speech import (KTUBERLING_PACKAGE, PROBE_ROWS, SAMPLE_RATE, SPLITS, VOICES, _missing, clips_hash, default_path,
-                     engine_versions, get_voice, package_version, resample, split_rows_hash, spoken)
+                     engine_versions, get_voice, human_metadata, package_version, resample, split_rows_hash, spoken)
 
 KTUBERLING_DIR = Path("/usr/share/ktuberling/sounds/en")
 
@@ -93,17 +93,10 @@ def build_human(out: Path, openmoji=None, source: Path = KTUBERLING_DIR) -> dict
 def load_human(path: str | Path | None = None) -> tuple[list[dict], list[np.ndarray]]:
     """The shipped human recordings: their metadata rows (word, kind, group name, codepoints of the names it
     matches, …) and their clips (int16, 16 kHz)."""
-    import csv
-
     import soundfile
 
     folder = Path(path) if path else default_path() / "human"
-    meta = folder / "metadata.csv"
-    if not meta.exists():
-        raise FileNotFoundError(f"{meta} is missing: it ships with the repository (data/speech/human/); rebuild it "
-                                f"with `make data` (needs Debian's {KTUBERLING_PACKAGE})")
-    with meta.open(newline="", encoding="utf8") as f:
-        rows = list(csv.DictReader(f))
+    rows = human_metadata(folder)
     clips = [soundfile.read(str(folder / r["file_name"]), dtype="int16")[0] for r in rows]
     return rows, clips
 
